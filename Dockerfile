@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build of the p100-recon binary.
+# Stage 1 caches dependencies with cargo-chef; stage 2 builds the release binary;
+# stage 3 is a slim Debian with only CA certificates and a non-root user.
+
+FROM rust:1.95-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version ^0.1
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+# aws-lc-rs (TLS) needs a C toolchain and cmake to build.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake clang pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin p100-recon
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin p100recon \
+ && mkdir -p /var/lib/p100-recon/reports \
+ && chown p100recon /var/lib/p100-recon/reports
+COPY --from=builder /app/target/release/p100-recon /usr/local/bin/p100-recon
+COPY jobs/schedule.toml /etc/p100-recon/schedule.toml
+USER p100recon
+WORKDIR /var/lib/p100-recon
+ENV REPORT_DIR=/var/lib/p100-recon/reports \
+    HTTP_ADDR=0.0.0.0:8080 \
+    LOG_FORMAT=json
+EXPOSE 8080
+# Migrations are embedded in the binary; run `p100-recon migrate` as a deploy step.
+ENTRYPOINT ["/usr/local/bin/p100-recon"]
+CMD ["daemon"]

@@ -1,0 +1,27 @@
+//! The local ledger: its schema, its domain types and every SQL statement of the project.
+//!
+//! Knows nothing of HTTP or of P100's JSON: jobs translate P100's data into the plain types
+//! defined here. Functions that run one statement take `impl PgExecutor`, so the caller picks
+//! a pool or a transaction; transactions are opened by the orchestrating job.
+
+#![warn(missing_docs)]
+
+pub mod owner;
+pub mod snapshots;
+
+pub use owner::Owner;
+pub use sqlx::{PgPool, Postgres, Transaction};
+
+/// The project's migrations (top-level `migrations/`), embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// A ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row broke an invariant the schema should have prevented.
+    #[error("corrupt ledger row: {0}")]
+    Corrupt(String),
+}

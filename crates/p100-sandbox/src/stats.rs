@@ -1,0 +1,73 @@
+//! Request counters, read by `GET /__control/stats`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Seconds of `per_second` history kept; older seconds are dropped so a long benchmark cannot
+/// grow the map without bound.
+const PER_SECOND_KEEP: usize = 86_400;
+
+/// A snapshot of the counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RequestStats {
+    /// P100 requests received (including rejected and faulted ones).
+    pub total: u64,
+    /// Per `"METHOD /path"` with path parameters left out, e.g. `"GET /v1/kyc/status"`.
+    pub by_route: BTreeMap<String, u64>,
+    /// Per Unix second (as a string key).
+    pub per_second: BTreeMap<String, u64>,
+    /// `POST /v1/partner/exchange` calls per `lockId` (every call that passed the API key
+    /// check, even when a fault answered it or the lock was unknown).
+    pub exchange_finalize_calls: BTreeMap<String, u64>,
+    /// Exchanges actually created per `lockId` (read from the state, so `reset_stats` does
+    /// not clear it).
+    pub exchanges_per_lock: BTreeMap<String, u64>,
+    /// Answers per HTTP status (`"200"`, `"401"`, …); dropped connections count as `"drop"`.
+    pub responses: BTreeMap<String, u64>,
+    /// Requests on which at least one fault fired.
+    pub faults_fired: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub snap: RequestStats,
+    per_second: BTreeMap<i64, u64>,
+}
+
+impl Stats {
+    pub fn record_request(&mut self, route_key: &str, unix_second: i64) {
+        self.snap.total += 1;
+        *self.snap.by_route.entry(route_key.to_string()).or_default() += 1;
+        *self.per_second.entry(unix_second).or_default() += 1;
+        while self.per_second.len() > PER_SECOND_KEEP {
+            self.per_second.pop_first();
+        }
+    }
+
+    pub fn record_response(&mut self, status: &str) {
+        *self.snap.responses.entry(status.to_string()).or_default() += 1;
+    }
+
+    pub fn record_finalize(&mut self, lock_id: &str) {
+        *self
+            .snap
+            .exchange_finalize_calls
+            .entry(lock_id.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> RequestStats {
+        let mut s = self.snap.clone();
+        s.per_second = self
+            .per_second
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        s
+    }
+
+    pub fn reset(&mut self) {
+        *self = Stats::default();
+    }
+}

@@ -1,0 +1,477 @@
+//! The HTTP client: one `reqwest::Client`, one rate limiter, one place that turns answers
+//! into values or classified errors.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::Stream;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::{Method, StatusCode, header};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+
+use crate::amount::Currency;
+use crate::config::Config;
+use crate::error::{Error, ErrorClass, Failure, classify};
+use crate::model::{
+    Balances, CreateExchange, ErrorBody, ExchangeCreated, ExchangeDetails, ExchangeLock,
+    KycStatusResponse, SepaTransfer, TransactionPage,
+};
+use crate::paths::{self, PathSpec, Scope};
+
+/// Header P100 reads the key from; the docs insist on this lowercase spelling.
+const API_KEY_HEADER: &str = "x-api-key";
+/// Our correlation id, sent on every request and recorded on every error and log line.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Pause used after a 429 that carries no `Retry-After`.
+const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// At most this much of a non-JSON error body is kept as the message.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Filter and page size for transaction history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Rows updated at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Rows updated at or before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Rows per page, 1..=100 (P100's assumed maximum).
+    pub size: u32,
+}
+
+impl Default for HistoryQuery {
+    fn default() -> Self {
+        HistoryQuery {
+            from: None,
+            to: None,
+            size: MAX_PAGE_SIZE,
+        }
+    }
+}
+
+/// The largest page P100 is assumed to serve (SPEC §8).
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// Could not build the client (bad TLS setup, nonsensical configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// reqwest refused the configuration.
+    #[error("cannot build the P100 HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The key is empty.
+    #[error("the P100 API key is empty")]
+    EmptyKey,
+    /// The base URL cannot carry a path.
+    #[error("P100 base URL {0} cannot be used as a base")]
+    BadBaseUrl(String),
+}
+
+/// A P100 Partner API client. Cheap to clone; clones share the connection pool, the rate
+/// limiter and any `Retry-After` pause, so the limit holds for the whole process.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: Config,
+    limiter: DefaultDirectRateLimiter,
+    /// Set by a 429: no request leaves before this instant.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.config.base_url.as_str())
+            .field("max_rps", &self.inner.config.max_rps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds a client. The limiter admits requests evenly spaced at `max_rps` (burst of
+    /// one), so no one-second window ever sees more than `max_rps` requests.
+    pub fn new(config: Config) -> Result<Client, BuildError> {
+        if config.api_key.is_empty() {
+            return Err(BuildError::EmptyKey);
+        }
+        if config.base_url.cannot_be_a_base() {
+            return Err(BuildError::BadBaseUrl(config.base_url.to_string()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("p100-recon/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let quota = Quota::per_second(config.max_rps).allow_burst(NonZeroU32::MIN);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                limiter: RateLimiter::direct(quota),
+                paused_until: Mutex::new(None),
+                config,
+            }),
+        })
+    }
+
+    /// The configured base URL.
+    pub fn base_url(&self) -> &url::Url {
+        &self.inner.config.base_url
+    }
+
+    /// `GET /v1/kyc/status/{externalUserId}`.
+    pub async fn kyc_status(&self, external_user_id: &str) -> Result<KycStatusResponse, Error> {
+        self.get(paths::kyc_status(external_user_id), &[]).await
+    }
+
+    /// Balances of the partner or of one user.
+    pub async fn balances(&self, scope: &Scope) -> Result<Balances, Error> {
+        self.get(paths::balances(scope), &[]).await
+    }
+
+    /// One page of transaction history (pages count from 1).
+    pub async fn transactions_page(
+        &self,
+        scope: &Scope,
+        query: &HistoryQuery,
+        page: u32,
+    ) -> Result<TransactionPage, Error> {
+        let mut params = vec![("page", page.to_string()), ("size", query.size.to_string())];
+        if let Some(from) = query.from {
+            params.push(("from", from.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        }
+        if let Some(to) = query.to {
+            params.push(("to", to.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        }
+        self.get(paths::transactions(scope), &params).await
+    }
+
+    /// All pages of a history query, one at a time: memory stays at one page whatever the
+    /// history's length. The stream ends after the last page or at the first error.
+    pub fn transaction_pages(
+        &self,
+        scope: Scope,
+        query: HistoryQuery,
+    ) -> impl Stream<Item = Result<TransactionPage, Error>> + Send + 'static {
+        let client = self.clone();
+        futures::stream::try_unfold(Some(1u32), move |next| {
+            let client = client.clone();
+            let scope = scope.clone();
+            let query = query.clone();
+            async move {
+                let Some(page_no) = next else {
+                    return Ok(None);
+                };
+                let page = client.transactions_page(&scope, &query, page_no).await?;
+                let seen = u64::from(page_no) * u64::from(query.size);
+                let last = page.transactions.len() < query.size as usize || seen >= page.total;
+                Ok(Some((page, if last { None } else { Some(page_no + 1) })))
+            }
+        })
+    }
+
+    /// `GET /v1/partner/exchange/lock` (assumed path and query, SPEC §8).
+    pub async fn exchange_lock(
+        &self,
+        from: &Currency,
+        to: &Currency,
+        amount: Decimal,
+    ) -> Result<ExchangeLock, Error> {
+        let params = [
+            ("currencyFrom", from.to_string()),
+            ("currencyTo", to.to_string()),
+            ("amount", amount.normalize().to_string()),
+        ];
+        self.get(paths::exchange_lock(), &params).await
+    }
+
+    /// `POST /v1/partner/exchange`: executes a locked exchange. P100 has no idempotency key
+    /// for it; a failure classed [`ErrorClass::UnknownOutcome`] means it may have happened.
+    pub async fn create_exchange(&self, body: &CreateExchange) -> Result<ExchangeCreated, Error> {
+        let spec = paths::exchange_create();
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            self.local_error(
+                "POST",
+                &spec,
+                Failure::Decode(format!("cannot encode request: {e}")),
+            )
+        })?;
+        self.call(Method::POST, spec, &[], Some(bytes)).await
+    }
+
+    /// `GET /v1/partner/exchange/{exchangeId}` (assumed path, SPEC §8).
+    pub async fn exchange_details(&self, exchange_id: &str) -> Result<ExchangeDetails, Error> {
+        self.get(paths::exchange_details(exchange_id), &[]).await
+    }
+
+    /// `GET /v1/sepa-transfer/details/{transferId}`.
+    pub async fn sepa_transfer(&self, transfer_id: &str) -> Result<SepaTransfer, Error> {
+        self.get(paths::sepa_transfer(transfer_id), &[]).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        spec: PathSpec,
+        query: &[(&str, String)],
+    ) -> Result<T, Error> {
+        self.call(Method::GET, spec, query, None).await
+    }
+
+    fn url_for(&self, spec: &PathSpec) -> url::Url {
+        let mut url = self.inner.config.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(&spec.segments);
+        }
+        url
+    }
+
+    fn local_error(&self, method: &'static str, spec: &PathSpec, failure: Failure) -> Error {
+        let class = classify(method != "GET", &failure, None, None);
+        Error {
+            method,
+            path: self.url_for(spec).path().to_owned(),
+            request_id: String::new(),
+            status: None,
+            code: None,
+            name: None,
+            message: None,
+            retry_after: None,
+            failure,
+            class,
+        }
+    }
+
+    async fn wait_for_turn(&self) {
+        loop {
+            let pause = self
+                .inner
+                .paused_until
+                .lock()
+                .map(|until| until.and_then(|t| t.checked_duration_since(Instant::now())))
+                .unwrap_or(None);
+            match pause {
+                Some(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+                _ => break,
+            }
+        }
+        self.inner.limiter.until_ready().await;
+    }
+
+    fn pause_for(&self, delay: Duration) {
+        let delay = delay.min(self.inner.config.max_retry_after);
+        let until = Instant::now() + delay;
+        if let Ok(mut slot) = self.inner.paused_until.lock()
+            && slot.is_none_or(|current| current < until)
+        {
+            *slot = Some(until);
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        spec: PathSpec,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
+        self.wait_for_turn().await;
+        let method_name: &'static str = if method == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        };
+        let is_write = method != Method::GET;
+        let url = self.url_for(&spec);
+        let path = url.path().to_owned();
+        let mut request_id = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+
+        let mut request = self
+            .inner
+            .http
+            .request(method, url)
+            .header(API_KEY_HEADER, self.inner.config.api_key.expose_secret())
+            .header(REQUEST_ID_HEADER, &request_id)
+            .header(header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(bytes) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+
+        let fail = |failure: Failure,
+                    status: Option<StatusCode>,
+                    body: ErrorBody,
+                    retry_after: Option<Duration>,
+                    request_id: &str| {
+            let code = body.error_code.filter(|c| !c.is_empty());
+            let class = classify(is_write, &failure, status, code.as_deref());
+            Error {
+                method: method_name,
+                path: path.clone(),
+                request_id: request_id.to_owned(),
+                status,
+                code,
+                name: body.error_name,
+                message: body.error_message.or(body.message),
+                retry_after,
+                failure,
+                class,
+            }
+        };
+
+        let outcome = async {
+            let response = request.send().await.map_err(|e| {
+                fail(
+                    transport_failure(&e),
+                    None,
+                    ErrorBody::default(),
+                    None,
+                    &request_id,
+                )
+            })?;
+            let status = response.status();
+            if let Some(theirs) = response
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                request_id = theirs.to_owned();
+            }
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = response.bytes().await.map_err(|e| {
+                fail(
+                    transport_failure(&e),
+                    Some(status),
+                    ErrorBody::default(),
+                    None,
+                    &request_id,
+                )
+            })?;
+            if status.is_success() {
+                return serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                    fail(
+                        Failure::Decode(e.to_string()),
+                        Some(status),
+                        ErrorBody::default(),
+                        None,
+                        &request_id,
+                    )
+                });
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
+            }
+            Err(fail(
+                Failure::Http,
+                Some(status),
+                error_body(&bytes),
+                retry_after,
+                &request_id,
+            ))
+        }
+        .await;
+
+        let elapsed = started.elapsed();
+        record(
+            spec.endpoint,
+            &path,
+            &request_id,
+            elapsed,
+            outcome.as_ref().err(),
+        );
+        outcome
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else if e.is_connect() {
+        Failure::Connect
+    } else {
+        // reqwest names the URL, never headers, so the key cannot appear here.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            text.push_str(": ");
+            text.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        Failure::Transport(text)
+    }
+}
+
+fn error_body(bytes: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        ErrorBody {
+            message: (!text.is_empty()).then(|| text.chars().take(MAX_MESSAGE_CHARS).collect()),
+            ..ErrorBody::default()
+        }
+    })
+}
+
+/// One debug line and the metrics for every call; failures are logged by whoever handles them.
+fn record(
+    endpoint: &'static str,
+    path: &str,
+    request_id: &str,
+    elapsed: Duration,
+    error: Option<&Error>,
+) {
+    let span = tracing::Span::current();
+    span.record("p100.request_id", request_id);
+    let duration_ms = elapsed.as_millis() as u64;
+    let (outcome, status, code) = match error {
+        None => ("ok", "200".to_owned(), String::new()),
+        Some(e) => (
+            e.class.as_str(),
+            e.status
+                .map(|s| s.as_u16().to_string())
+                .unwrap_or_else(|| "none".to_owned()),
+            e.code.clone().unwrap_or_default(),
+        ),
+    };
+    tracing::debug!(
+        p100.endpoint = endpoint,
+        p100.path = path,
+        p100.request_id = request_id,
+        http.status = %status,
+        p100.code = %code,
+        duration_ms,
+        outcome,
+        "P100 {endpoint} answered {status} in {duration_ms} ms"
+    );
+    metrics::histogram!("p100_request_duration_seconds", "endpoint" => endpoint, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+    if let Some(e) = error {
+        metrics::counter!(
+            "p100_errors_total",
+            "endpoint" => endpoint,
+            "class" => e.class.as_str(),
+            "code" => code,
+        )
+        .increment(1);
+    }
+}
+
+impl ErrorClass {
+    /// Whether this class means the caller may simply call again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorClass::Transient)
+    }
+}

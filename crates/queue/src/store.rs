@@ -1,0 +1,754 @@
+//! Every SQL statement on the `jobs`, `job_workers` and `schedule_ticks` tables.
+//!
+//! The queue is at-least-once: a job may run again after its worker crashed. Every statement
+//! that finishes a job checks `locked_by`, so a worker that lost its lease cannot overwrite
+//! the outcome of the worker that took the job over.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+
+use crate::Error;
+
+/// States a job can be in (`jobs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for `run_at`.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// The last attempt failed; a retry is scheduled at `run_at`.
+    Failed,
+    /// Finished successfully.
+    Done,
+    /// Gave up: permanent error, attempts exhausted, or undecodable payload.
+    Dead,
+    /// Cancelled by an operator before it ran.
+    Cancelled,
+}
+
+impl JobState {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored spelling (also used for CLI filters).
+    pub fn parse(text: &str) -> Option<JobState> {
+        Some(match text {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "failed" => JobState::Failed,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job will not run again on its own.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Dead | JobState::Cancelled)
+    }
+
+    fn decode(text: &str) -> Result<JobState, Error> {
+        JobState::parse(text).ok_or_else(|| Error::Corrupt(format!("unknown job state {text:?}")))
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job to add.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Queue name (the job kind).
+    pub kind: String,
+    /// Encoded arguments.
+    pub payload: serde_json::Value,
+    /// At most one live job per (kind, key); `None` for no deduplication.
+    pub dedup_key: Option<String>,
+    /// Not before this instant (default: now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts before the job goes dead.
+    pub max_attempts: i32,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job that will do the work.
+    pub id: i64,
+    /// False when a live job of the same unit already existed (it was brought forward).
+    pub created: bool,
+}
+
+/// Adds a job; if a live job of the same (kind, dedup key) exists, returns it instead and
+/// brings its `run_at` forward to the requested time. Never fails on a duplicate.
+pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, Error> {
+    // The live job may finish between our insert and our update; then insert again.
+    for _ in 0..5 {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            r#"
+            INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+            VALUES ($1, $2, $3, COALESCE($4, now()), $5)
+            ON CONFLICT (kind, dedup_key)
+                WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+                DO NOTHING
+            RETURNING id
+            "#,
+        )
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(&job.dedup_key)
+        .bind(job.run_at)
+        .bind(job.max_attempts)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id,)) = inserted {
+            return Ok(Enqueued { id, created: true });
+        }
+        let existing: Option<(i64,)> = sqlx::query_as(
+            r#"
+            UPDATE jobs
+               SET run_at = CASE WHEN state = 'running' THEN run_at
+                                 ELSE LEAST(run_at, COALESCE($3, now())) END
+             WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running')
+            RETURNING id
+            "#,
+        )
+        .bind(&job.kind)
+        .bind(&job.dedup_key)
+        .bind(job.run_at)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id,)) = existing {
+            return Ok(Enqueued { id, created: false });
+        }
+    }
+    Err(Error::Contended(format!(
+        "could not enqueue {} {:?}: its live job kept changing",
+        job.kind, job.dedup_key
+    )))
+}
+
+/// Adds many jobs in one statement; duplicates of live jobs are skipped. Returns how many
+/// rows were added.
+pub async fn enqueue_many(db: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<u64, Error> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.dedup_key.as_deref()).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let max: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    let done = sqlx::query(
+        r#"
+        INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+        SELECT k, p, d, COALESCE(r, now()), m
+          FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[]) AS u(k, p, d, r, m)
+        ON CONFLICT (kind, dedup_key)
+            WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+            DO NOTHING
+        "#,
+    )
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&keys)
+    .bind(&run_ats)
+    .bind(&max)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A job claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Job id.
+    pub id: i64,
+    /// Encoded arguments, as stored.
+    pub payload: String,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+}
+
+/// Claims up to `limit` runnable jobs of `kind` for `worker`, oldest `run_at` first, and
+/// counts the attempt. Rows other workers are claiming are skipped, not waited for.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    kind: &str,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, Error> {
+    let rows: Vec<(i64, String, i32, i32)> = sqlx::query_as(
+        r#"
+        WITH next AS (
+            SELECT id FROM jobs
+             WHERE kind = $1 AND state IN ('pending', 'failed') AND run_at <= now()
+             ORDER BY run_at, id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs j
+           SET state = 'running', locked_by = $2, attempts = j.attempts + 1,
+               locked_until = now() + make_interval(secs => $4), started_at = now()
+          FROM next
+         WHERE j.id = next.id
+        RETURNING j.id, j.payload::text, j.attempts, j.max_attempts
+        "#,
+    )
+    .bind(kind)
+    .bind(worker)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    let mut claimed: Vec<Claimed> = rows
+        .into_iter()
+        .map(|(id, payload, attempt, max_attempts)| Claimed {
+            id,
+            payload,
+            attempt,
+            max_attempts,
+        })
+        .collect();
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+/// How one attempt ended, as the queue records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// Success; the result is kept for `jobs show`.
+    Done(serde_json::Value),
+    /// Failed; retry at the given time unless attempts are exhausted (then dead).
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// When to try again.
+        at: DateTime<Utc>,
+    },
+    /// Failed for good.
+    Dead(String),
+    /// Not now (rate limited): run again at the given time without spending the attempt;
+    /// dead once `max_deferrals` is exceeded.
+    Defer {
+        /// Why.
+        reason: String,
+        /// When to try again.
+        at: DateTime<Utc>,
+        /// Cap on deferrals for this job.
+        max_deferrals: i32,
+    },
+    /// The work is done for now and the same job runs again at the given time, with a fresh
+    /// attempt budget (a polling job's next poll).
+    Snooze {
+        /// Result of this run, kept for `jobs show`.
+        result: serde_json::Value,
+        /// Next run.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Records the outcomes of a batch of attempts in one statement. Jobs no longer locked by
+/// `worker` (their lease expired and another worker took them) are left alone. Returns the
+/// number of jobs updated.
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    outcomes: &[(i64, Completion)],
+) -> Result<u64, Error> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let n = outcomes.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut actions = Vec::with_capacity(n);
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut results: Vec<Option<&serde_json::Value>> = Vec::with_capacity(n);
+    let mut caps: Vec<i32> = Vec::with_capacity(n);
+    for (id, outcome) in outcomes {
+        ids.push(*id);
+        let (action, error, at, result, cap) = match outcome {
+            Completion::Done(result) => ("done", None, None, Some(result), 0),
+            Completion::Retry { error, at } => ("retry", Some(error.as_str()), Some(*at), None, 0),
+            Completion::Dead(error) => ("dead", Some(error.as_str()), None, None, 0),
+            Completion::Defer {
+                reason,
+                at,
+                max_deferrals,
+            } => (
+                "defer",
+                Some(reason.as_str()),
+                Some(*at),
+                None,
+                *max_deferrals,
+            ),
+            Completion::Snooze { result, at } => ("snooze", None, Some(*at), Some(result), 0),
+        };
+        actions.push(action);
+        errors.push(error);
+        run_ats.push(at);
+        results.push(result);
+        caps.push(cap);
+    }
+    let done = sqlx::query(
+        r#"
+        WITH u AS (
+            SELECT * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::int[])
+                AS u(id, action, error, at, result, cap)
+        ), decided AS (
+            SELECT j.id, u.action, u.error, u.at, u.result,
+                   CASE
+                       WHEN u.action = 'done' THEN 'done'
+                       WHEN u.action = 'dead' THEN 'dead'
+                       WHEN u.action = 'retry' AND j.attempts >= j.max_attempts THEN 'dead'
+                       WHEN u.action = 'retry' THEN 'failed'
+                       WHEN u.action = 'defer' AND j.deferrals >= u.cap THEN 'dead'
+                       ELSE 'pending'
+                   END AS next_state
+              FROM jobs j JOIN u ON u.id = j.id
+             WHERE j.locked_by = $1 AND j.state = 'running'
+        )
+        UPDATE jobs j
+           SET state        = d.next_state,
+               locked_by    = NULL,
+               locked_until = NULL,
+               run_at       = COALESCE(d.at, j.run_at),
+               attempts     = CASE WHEN d.action = 'defer' THEN j.attempts - 1
+                                   WHEN d.action = 'snooze' THEN 0
+                                   ELSE j.attempts END,
+               deferrals    = CASE WHEN d.action = 'defer' THEN j.deferrals + 1
+                                   WHEN d.action = 'snooze' THEN 0
+                                   ELSE j.deferrals END,
+               last_error   = CASE
+                                  WHEN d.action = 'defer' AND d.next_state = 'dead'
+                                      THEN 'deferred more than ' || j.deferrals || ' times; last: ' || d.error
+                                  ELSE COALESCE(d.error, j.last_error) END,
+               errors       = CASE WHEN d.error IS NULL THEN j.errors
+                                   ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                                       'attempt', j.attempts, 'at', now(), 'error', d.error, 'action', d.action))
+                              END,
+               result       = COALESCE(d.result, j.result),
+               finished_at  = CASE WHEN d.next_state IN ('done', 'dead') THEN now() END
+          FROM decided d
+         WHERE j.id = d.id
+        "#,
+    )
+    .bind(worker)
+    .bind(&ids)
+    .bind(&actions)
+    .bind(&errors)
+    .bind(&run_ats)
+    .bind(&results)
+    .bind(&caps)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives claimed jobs that never started back to the queue without spending their attempt
+/// (shutdown with a prefetched batch).
+pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: &[i64]) -> Result<u64, Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        r#"
+        UPDATE jobs
+           SET state = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
+               attempts = attempts - 1, locked_by = NULL, locked_until = NULL
+         WHERE id = ANY($2) AND locked_by = $1 AND state = 'running'
+        "#,
+    )
+    .bind(worker)
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Marks one claimed job dead (e.g. its payload cannot be decoded).
+pub async fn bury(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    id: i64,
+    error: &str,
+) -> Result<(), Error> {
+    complete(db, worker, &[(id, Completion::Dead(error.to_owned()))]).await?;
+    Ok(())
+}
+
+/// Registers a worker process.
+pub async fn register_worker(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    host: &str,
+    pid: i32,
+    kinds: &[String],
+) -> Result<(), Error> {
+    sqlx::query(
+        r#"
+        INSERT INTO job_workers (id, host, pid, kinds) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (id) DO UPDATE SET last_seen = now(), stopped_at = NULL
+        "#,
+    )
+    .bind(id)
+    .bind(host)
+    .bind(pid)
+    .bind(kinds)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Proves the worker alive and extends the leases of the jobs it holds.
+pub async fn heartbeat(
+    conn: &mut PgConnection,
+    worker: &str,
+    lease: Duration,
+) -> Result<u64, Error> {
+    sqlx::query("UPDATE job_workers SET last_seen = now() WHERE id = $1")
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query(
+        r#"
+        UPDATE jobs SET locked_until = now() + make_interval(secs => $2)
+         WHERE locked_by = $1 AND state = 'running'
+        "#,
+    )
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Marks a worker stopped (clean shutdown).
+pub async fn stop_worker(db: impl PgExecutor<'_>, worker: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE job_workers SET stopped_at = now(), last_seen = now() WHERE id = $1")
+        .bind(worker)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Returns jobs whose lease expired (their worker crashed or hung) to the queue; the lost
+/// attempt counts, so a job that keeps killing its worker ends up dead. Returns the count.
+pub async fn rescue_expired(db: impl PgExecutor<'_>) -> Result<u64, Error> {
+    let done = sqlx::query(
+        r#"
+        UPDATE jobs
+           SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END,
+               last_error = 'worker ' || locked_by || ' stopped renewing its lease during attempt ' || attempts,
+               errors = errors || jsonb_build_array(jsonb_build_object(
+                   'attempt', attempts, 'at', now(), 'action', 'rescue',
+                   'error', 'worker ' || locked_by || ' stopped renewing its lease')),
+               finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+               run_at = now(), locked_by = NULL, locked_until = NULL
+         WHERE state = 'running' AND locked_until < now()
+        "#,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes finished jobs (done, cancelled) older than `done_age` and dead ones older than
+/// `dead_age`, at most `batch` rows per call. Returns how many were deleted.
+pub async fn prune(
+    pool: &PgPool,
+    done_age: Duration,
+    dead_age: Duration,
+    batch: i64,
+) -> Result<u64, Error> {
+    let done = sqlx::query(
+        r#"
+        DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs
+             WHERE (state IN ('done', 'cancelled') AND finished_at < now() - make_interval(secs => $1))
+                OR (state = 'dead' AND finished_at < now() - make_interval(secs => $2))
+             LIMIT $3)
+        "#,
+    )
+    .bind(done_age.as_secs_f64())
+    .bind(dead_age.as_secs_f64())
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        r#"
+        DELETE FROM job_workers w
+         WHERE last_seen < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.locked_by = w.id)
+        "#,
+    )
+    .bind(dead_age.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A job as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    /// Job id.
+    pub id: i64,
+    /// Kind (queue name).
+    pub kind: String,
+    /// Current state.
+    pub state: JobState,
+    /// Attempts made (the running one included).
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Times the job was deferred without spending an attempt.
+    pub deferrals: i32,
+    /// Next (or last) scheduled run.
+    pub run_at: DateTime<Utc>,
+    /// Last error, if any attempt failed.
+    pub last_error: Option<String>,
+    /// Arguments.
+    pub payload: serde_json::Value,
+    /// Deduplication key.
+    pub dedup_key: Option<String>,
+    /// Worker holding it, while running.
+    pub locked_by: Option<String>,
+    /// One entry per failed attempt.
+    pub errors: serde_json::Value,
+    /// Result of the last successful run.
+    pub result: Option<serde_json::Value>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it finished (done, dead).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+type JobTuple = (
+    i64,
+    String,
+    String,
+    i32,
+    i32,
+    i32,
+    DateTime<Utc>,
+    Option<String>,
+    serde_json::Value,
+    Option<String>,
+    Option<String>,
+    serde_json::Value,
+    Option<serde_json::Value>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+macro_rules! job_columns {
+    () => {
+        "id, kind, state, attempts, max_attempts, deferrals, run_at, last_error, payload, \
+         dedup_key, locked_by, errors, result, created_at, finished_at"
+    };
+}
+
+fn job_row(t: JobTuple) -> Result<JobRow, Error> {
+    Ok(JobRow {
+        id: t.0,
+        kind: t.1,
+        state: JobState::decode(&t.2)?,
+        attempts: t.3,
+        max_attempts: t.4,
+        deferrals: t.5,
+        run_at: t.6,
+        last_error: t.7,
+        payload: t.8,
+        dedup_key: t.9,
+        locked_by: t.10,
+        errors: t.11,
+        result: t.12,
+        created_at: t.13,
+        finished_at: t.14,
+    })
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only these states.
+    pub states: Vec<JobState>,
+    /// At most this many rows (newest first).
+    pub limit: i64,
+}
+
+/// Jobs matching a filter, newest first.
+pub async fn list(db: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Vec<JobRow>, Error> {
+    let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+    let sql = concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs
+          WHERE ($1::text IS NULL OR kind = $1) AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+          ORDER BY id DESC LIMIT $3"
+    );
+    let rows: Vec<JobTuple> = sqlx::query_as(sql)
+        .bind(&filter.kind)
+        .bind(&states)
+        .bind(filter.limit.max(1))
+        .fetch_all(db)
+        .await?;
+    rows.into_iter().map(job_row).collect()
+}
+
+/// One job by id.
+pub async fn show(db: impl PgExecutor<'_>, id: i64) -> Result<Option<JobRow>, Error> {
+    let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+    let row: Option<JobTuple> = sqlx::query_as(sql).bind(id).fetch_optional(db).await?;
+    row.map(job_row).transpose()
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such job.
+    NotFound,
+    /// The job is in a state the action does not apply to.
+    WrongState(JobState),
+    /// Another live job already does this unit's work.
+    Duplicate(i64),
+}
+
+/// Puts a failed, dead or cancelled job back in the queue to run now, with `extra_attempts`
+/// more attempts than it has used. Its error history is kept.
+pub async fn retry(
+    conn: &mut PgConnection,
+    id: i64,
+    extra_attempts: i32,
+) -> Result<Result<(), Refusal>, Error> {
+    let Some(job) = show(&mut *conn, id).await? else {
+        return Ok(Err(Refusal::NotFound));
+    };
+    if !matches!(
+        job.state,
+        JobState::Failed | JobState::Dead | JobState::Cancelled
+    ) {
+        return Ok(Err(Refusal::WrongState(job.state)));
+    }
+    if let Some(key) = &job.dedup_key {
+        let live: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running') AND id <> $3",
+        )
+        .bind(&job.kind)
+        .bind(key)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((other,)) = live {
+            return Ok(Err(Refusal::Duplicate(other)));
+        }
+    }
+    sqlx::query(
+        r#"
+        UPDATE jobs SET state = 'pending', run_at = now(), finished_at = NULL, deferrals = 0,
+                        max_attempts = attempts + $2
+         WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
+        "#,
+    )
+    .bind(id)
+    .bind(extra_attempts.max(1))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(()))
+}
+
+/// Cancels a job that has not started (pending or waiting to retry).
+pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<Result<(), Refusal>, Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = $1 AND state IN ('pending', 'failed')",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Ok(()));
+    }
+    Ok(Err(match show(&mut *conn, id).await? {
+        None => Refusal::NotFound,
+        Some(job) => Refusal::WrongState(job.state),
+    }))
+}
+
+/// Queue depth: job counts per (kind, state), for metrics and `/readyz`.
+pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, JobState, i64)>, Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|(kind, state, n)| Ok((kind, JobState::decode(&state)?, n)))
+        .collect()
+}
+
+/// Records a schedule tick and enqueues its job, once across all replicas: the tick's row is
+/// the guard. Returns the job if this call enqueued it, `None` if another replica did.
+pub async fn enqueue_tick(
+    conn: &mut PgConnection,
+    schedule: &str,
+    tick_at: DateTime<Utc>,
+    job: &NewJob,
+) -> Result<Option<Enqueued>, Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let claimed = sqlx::query(
+        "INSERT INTO schedule_ticks (schedule, tick_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(schedule)
+    .bind(tick_at)
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let enqueued = enqueue(&mut tx, job).await?;
+    sqlx::query("UPDATE schedule_ticks SET job_id = $3 WHERE schedule = $1 AND tick_at = $2")
+        .bind(schedule)
+        .bind(tick_at)
+        .bind(enqueued.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(enqueued))
+}
+
+/// The latest tick recorded for a schedule.
+pub async fn last_tick(
+    db: impl PgExecutor<'_>,
+    schedule: &str,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let row: Option<(Option<DateTime<Utc>>,)> =
+        sqlx::query_as("SELECT max(tick_at) FROM schedule_ticks WHERE schedule = $1")
+            .bind(schedule)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.and_then(|r| r.0))
+}

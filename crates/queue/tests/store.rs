@@ -1,0 +1,368 @@
+//! The job store against a real Postgres (a fresh database per test).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use queue::store::{self, Completion, ListFilter, Refusal};
+use queue::{JobState, NewJob};
+use serde_json::json;
+use sqlx::PgPool;
+
+fn job(kind: &str, key: Option<&str>) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        payload: json!({"v": 1, "unit": key}),
+        dedup_key: key.map(str::to_owned),
+        run_at: None,
+        max_attempts: 3,
+    }
+}
+
+async fn state(pool: &PgPool, id: i64) -> store::JobRow {
+    store::show(pool, id).await.unwrap().unwrap()
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_duplicate_unit_returns_the_live_job_and_brings_it_forward(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let later = NewJob {
+        run_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        ..job("kyc_poll", Some("user:u1"))
+    };
+    let first = store::enqueue(&mut conn, &later).await.unwrap();
+    assert!(first.created);
+
+    let again = store::enqueue(&mut conn, &job("kyc_poll", Some("user:u1")))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        again,
+        queue::Enqueued {
+            id: first.id,
+            created: false
+        }
+    );
+    assert!(
+        state(&pool, first.id).await.run_at <= Utc::now(),
+        "brought forward to now"
+    );
+    let other = store::enqueue(&mut conn, &job("kyc_poll", Some("user:u2")))
+        .await
+        .unwrap();
+    assert!(other.created && other.id != first.id);
+    let jobs = store::list(
+        &pool,
+        &ListFilter {
+            limit: 10,
+            ..ListFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 2);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_finished_unit_can_be_enqueued_again(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let first = store::enqueue(&mut conn, &job("tx_sync", Some("partner")))
+        .await
+        .unwrap();
+    let claimed = store::claim(&pool, "tx_sync", "w1", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store::complete(
+        &pool,
+        "w1",
+        &[(first.id, Completion::Done(json!({"ok": true})))],
+    )
+    .await
+    .unwrap();
+
+    let second = store::enqueue(&mut conn, &job("tx_sync", Some("partner")))
+        .await
+        .unwrap();
+    assert!(second.created);
+    assert_ne!(second.id, first.id);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn claims_skip_future_jobs_and_never_hand_one_job_to_two_workers(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    for i in 0..10 {
+        store::enqueue(&mut conn, &job("k", Some(&i.to_string())))
+            .await
+            .unwrap();
+    }
+    let future = NewJob {
+        run_at: Some(Utc::now() + chrono::Duration::minutes(5)),
+        ..job("k", Some("future"))
+    };
+    store::enqueue(&mut conn, &future).await.unwrap();
+
+    let (a, b) = tokio::join!(
+        store::claim(&pool, "k", "wa", 6, Duration::from_secs(30)),
+        store::claim(&pool, "k", "wb", 6, Duration::from_secs(30))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut ids: Vec<i64> = a.iter().chain(&b).map(|c| c.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each runnable job claimed exactly once");
+    assert!(a.iter().chain(&b).all(|c| c.attempt == 1));
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn failures_retry_later_then_go_dead_with_their_history(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    for attempt in 1..=3 {
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let claimed = store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].attempt, attempt);
+        let at = Utc::now() + chrono::Duration::seconds(60);
+        store::complete(
+            &pool,
+            "w",
+            &[(
+                id,
+                Completion::Retry {
+                    error: format!("boom {attempt}"),
+                    at,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+        let row = state(&pool, id).await;
+        if attempt < 3 {
+            assert_eq!(row.state, JobState::Failed);
+            assert!(
+                row.run_at > Utc::now() + chrono::Duration::seconds(50),
+                "the delay is persisted"
+            );
+            assert!(
+                store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        } else {
+            assert_eq!(row.state, JobState::Dead);
+            assert_eq!(row.last_error.as_deref(), Some("boom 3"));
+            assert_eq!(row.errors.as_array().unwrap().len(), 3);
+            assert!(row.finished_at.is_some());
+        }
+    }
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn deferrals_do_not_spend_attempts_but_are_capped(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    for round in 0..3 {
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let defer = Completion::Defer {
+            reason: "429".into(),
+            at: Utc::now(),
+            max_deferrals: 2,
+        };
+        store::complete(&pool, "w", &[(id, defer)]).await.unwrap();
+        let row = state(&pool, id).await;
+        assert_eq!(row.attempts, 0, "round {round}");
+        if round < 2 {
+            assert_eq!(row.state, JobState::Pending);
+        } else {
+            assert_eq!(row.state, JobState::Dead);
+            assert!(
+                row.last_error
+                    .unwrap()
+                    .starts_with("deferred more than 2 times")
+            );
+        }
+    }
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_permanent_error_goes_dead_at_once(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::complete(
+        &pool,
+        "w",
+        &[(id, Completion::Dead("P412 invalid-user".into()))],
+    )
+    .await
+    .unwrap();
+    let row = state(&pool, id).await;
+    assert_eq!((row.state, row.attempts), (JobState::Dead, 1));
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_expired_lease_is_rescued_and_a_late_ack_from_the_old_worker_is_ignored(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    store::claim(&pool, "k", "crashed", 1, Duration::from_secs(0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert_eq!(store::rescue_expired(&pool).await.unwrap(), 1);
+    let row = state(&pool, id).await;
+    assert_eq!(row.state, JobState::Failed);
+    assert!(row.last_error.unwrap().contains("crashed"));
+
+    let claimed = store::claim(&pool, "k", "survivor", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].attempt, 2);
+    let late = store::complete(&pool, "crashed", &[(id, Completion::Done(json!(null)))])
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "the crashed worker no longer owns the job");
+    store::complete(&pool, "survivor", &[(id, Completion::Done(json!("ok")))])
+        .await
+        .unwrap();
+    assert_eq!(state(&pool, id).await.state, JobState::Done);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn released_jobs_get_their_attempt_back(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::release(&pool, "w", &[id]).await.unwrap();
+    let row = state(&pool, id).await;
+    assert_eq!((row.state, row.attempts), (JobState::Pending, 0));
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn operators_retry_dead_jobs_and_cancel_pending_ones(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", Some("unit")))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        store::retry(&mut conn, id, 3).await.unwrap(),
+        Err(Refusal::WrongState(JobState::Pending))
+    );
+    store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::complete(&pool, "w", &[(id, Completion::Dead("nope".into()))])
+        .await
+        .unwrap();
+
+    assert_eq!(store::retry(&mut conn, id, 3).await.unwrap(), Ok(()));
+    let row = state(&pool, id).await;
+    assert_eq!((row.state, row.max_attempts), (JobState::Pending, 4));
+    assert_eq!(row.errors.as_array().unwrap().len(), 1, "history kept");
+
+    assert_eq!(store::cancel(&mut conn, id).await.unwrap(), Ok(()));
+    assert_eq!(state(&pool, id).await.state, JobState::Cancelled);
+    assert_eq!(
+        store::cancel(&mut conn, id).await.unwrap(),
+        Err(Refusal::WrongState(JobState::Cancelled))
+    );
+    assert_eq!(
+        store::cancel(&mut conn, 999_999).await.unwrap(),
+        Err(Refusal::NotFound)
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_schedule_tick_is_enqueued_once_whoever_asks(pool: PgPool) {
+    let tick = Utc::now();
+    let mut a = pool.acquire().await.unwrap();
+    let mut b = pool.acquire().await.unwrap();
+    let first = store::enqueue_tick(
+        &mut a,
+        "nightly",
+        tick,
+        &job("report", Some("report:today")),
+    )
+    .await
+    .unwrap();
+    let second = store::enqueue_tick(
+        &mut b,
+        "nightly",
+        tick,
+        &job("report", Some("report:today")),
+    )
+    .await
+    .unwrap();
+    assert!(first.is_some());
+    assert!(second.is_none());
+    assert_eq!(
+        store::last_tick(&pool, "nightly").await.unwrap(),
+        Some(tick).map(|t| t.with_nanosecond_trunc())
+    );
+}
+
+trait TruncMicros {
+    fn with_nanosecond_trunc(self) -> Self;
+}
+
+impl TruncMicros for chrono::DateTime<Utc> {
+    // Postgres keeps microseconds.
+    fn with_nanosecond_trunc(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(self.nanosecond() / 1000 * 1000)
+            .unwrap()
+    }
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn pruning_removes_old_finished_jobs_only(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let old = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    let live = store::enqueue(&mut conn, &job("k", Some("live")))
+        .await
+        .unwrap()
+        .id;
+    store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::complete(&pool, "w", &[(old, Completion::Done(json!(1)))])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '8 days' WHERE id = $1")
+        .bind(old)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let pruned = store::prune(
+        &pool,
+        Duration::from_secs(7 * 86400),
+        Duration::from_secs(30 * 86400),
+        1000,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(pruned, 1);
+    assert!(store::show(&pool, old).await.unwrap().is_none());
+    assert!(store::show(&pool, live).await.unwrap().is_some());
+}

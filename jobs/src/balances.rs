@@ -1,0 +1,48 @@
+//! Reading P100 balances into the ledger's provider-side snapshots.
+
+use chrono::Utc;
+use ledger::Owner;
+use ledger::snapshots::ProviderBalance;
+
+/// Reads the balances of one owner from P100 and stores them; returns what was stored.
+///
+/// The read time is taken when P100's answer arrives: it is the cut-off reconciliation uses.
+pub async fn snapshot_balances(
+    client: &p100::Client,
+    pool: &ledger::PgPool,
+    owner: &Owner,
+) -> Result<Vec<ProviderBalance>, SnapshotError> {
+    let balances = client.balances(&scope_of(owner)).await?;
+    let read_at = Utc::now();
+    let rows: Vec<ProviderBalance> = balances
+        .all()
+        .map(|b| ProviderBalance {
+            owner: owner.clone(),
+            currency: b.name.as_str().to_owned(),
+            amount: b.amount,
+            provider_balance_id: Some(b.id.clone()),
+            read_at,
+        })
+        .collect();
+    ledger::snapshots::insert_provider_balances(pool, &rows).await?;
+    Ok(rows)
+}
+
+/// The P100 scope that holds an owner's balances and history.
+pub fn scope_of(owner: &Owner) -> p100::Scope {
+    match owner {
+        Owner::Partner => p100::Scope::Partner,
+        Owner::User(id) => p100::Scope::User(id.clone()),
+    }
+}
+
+/// Reading or storing balances failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// P100 call failed.
+    #[error(transparent)]
+    P100(#[from] p100::Error),
+    /// Database write failed.
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+}

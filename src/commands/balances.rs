@@ -1,0 +1,62 @@
+//! `p100-recon balances`: read balances through the client, store and print them.
+
+use std::process::ExitCode;
+
+use ledger::Owner;
+use ledger::snapshots::ProviderBalance;
+
+use crate::UsageError;
+use crate::cli::BalancesArgs;
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, args: BalancesArgs) -> anyhow::Result<ExitCode> {
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let client = settings.p100_client().map_err(UsageError::from)?;
+    let owner = match args.user {
+        Some(id) if id.trim().is_empty() => {
+            return Err(UsageError("--user needs a non-empty id".into()).into());
+        }
+        Some(id) => Owner::User(id),
+        None => Owner::Partner,
+    };
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    let rows = jobs::balances::snapshot_balances(&client, &pool, &owner).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&rows))?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Balances as JSON rows with decimal strings.
+pub fn to_json(rows: &[ProviderBalance]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|b| {
+                serde_json::json!({
+                    "owner": b.owner.kind(),
+                    "external_user_id": b.owner.external_user_id(),
+                    "currency": b.currency,
+                    "amount": b.amount.to_string(),
+                    "read_at": b.read_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A plain-text table: owner, currency, amount.
+pub fn table(rows: &[ProviderBalance]) -> String {
+    let mut out = format!("{:<24} {:<8} {:>24}\n", "owner", "currency", "balance");
+    for b in rows {
+        out.push_str(&format!(
+            "{:<24} {:<8} {:>24}\n",
+            b.owner.to_string(),
+            b.currency,
+            b.amount
+        ));
+    }
+    out
+}

@@ -1,0 +1,41 @@
+//! One module per command; `run` loads settings, sets up logging and dispatches.
+
+use std::process::ExitCode;
+
+use crate::UsageError;
+use crate::cli::{Cli, Command};
+use crate::settings::Settings;
+
+mod balances;
+mod demo;
+mod migrate;
+mod sandbox;
+
+/// Runs one command line. Errors wrapping [`UsageError`] mean exit status 2.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.global.raw_settings(), cli.global.config.as_deref())
+        .map_err(UsageError::from)?;
+    crate::telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Migrate => migrate::run(&settings).await,
+        Command::Sandbox(args) => sandbox::run(&settings, args).await,
+        Command::Balances(args) => balances::run(&settings, args).await,
+        Command::Demo(args) => demo::run(&settings, args).await,
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives (orchestrators send SIGTERM).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

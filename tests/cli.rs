@@ -1,0 +1,126 @@
+//! The binary as an operator runs it: help, exit codes, settings errors, the demo.
+
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p100-recon"));
+    for var in [
+        "P100_API_KEY",
+        "P100_API_KEY_FILE",
+        "P100_BASE_URL",
+        "P100_MAX_RPS",
+        "DATABASE_URL",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(std::env::temp_dir());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// The URL of the fresh database `#[sqlx::test]` made for this test.
+fn url_of(pool: &sqlx::PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(pool.connect_options().get_database().unwrap());
+    url.to_string()
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["migrate", "--help"],
+        &["sandbox", "--help"],
+        &["balances", "--help"],
+        &["demo", "--help"],
+    ] {
+        let (code, out, err) = run(bin().args(args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage:"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_with_one_line_and_exit_2() {
+    let (code, out, err) = run(bin().arg("migrate").env("P100_MAX_RPS", "ten"));
+    assert_eq!(code, 2);
+    assert_eq!(out, "");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("P100_MAX_RPS") && err.contains("ten"), "{err}");
+}
+
+#[test]
+fn a_bad_flag_is_a_usage_error() {
+    let (code, _, err) = run(bin().args(["balances", "--frobnicate"]));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_missing_key_is_named_without_guessing() {
+    let (code, _, err) = run(bin().args([
+        "balances",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/x",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("P100_API_KEY"), "{err}");
+}
+
+#[test]
+fn an_unreachable_database_is_exit_1_and_names_it() {
+    let (code, _, err) = run(bin().args([
+        "migrate",
+        "--database-url",
+        "postgres://postgres:hunter2@127.0.0.1:1/x",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_demo_reads_every_balance_through_the_client_and_stores_them(pool: sqlx::PgPool) {
+    let url = url_of(&pool);
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(bin().args(["demo", "--json"]).env("DATABASE_URL", url))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let find = |owner: Option<&str>, currency: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["external_user_id"].as_str() == owner && r["currency"] == currency)
+            .map(|r| r["amount"].as_str().unwrap().to_owned())
+    };
+    // scenarios/demo.toml: 25000.00 − 1500.00 into the partner's eur; alice 1500 − 200 − 1 fee.
+    assert_eq!(find(None, "eur").as_deref(), Some("23500.00"));
+    assert_eq!(find(None, "btc").as_deref(), Some("0.75000000"));
+    assert_eq!(find(Some("alice-0001"), "eur").as_deref(), Some("1299.00"));
+    assert_eq!(
+        find(Some("carol-0003"), "usdc").as_deref(),
+        Some("42.123456")
+    );
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_balance_snapshots")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, rows.as_array().unwrap().len());
+}
