@@ -17,6 +17,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake clang pkg-config \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=planner /app/recipe.json recipe.json
+# The patched sqlx-core (see vendor/README.md) is a path dependency the recipe refers to.
+COPY vendor vendor
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bin p100-recon

@@ -76,6 +76,143 @@ pub enum Command {
     Balances(BalancesArgs),
     /// Run the main job end to end on the embedded defaults and print a summary.
     Demo(DemoArgs),
+    /// Run the workers, the scheduler and the HTTP endpoint until SIGINT/SIGTERM, then drain.
+    Daemon(DaemonArgs),
+    /// Enqueue one job. A unit that already has a live job gets that job brought forward.
+    Enqueue(EnqueueArgs),
+    /// Inspect and steer the job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Measurements; each prints one JSON line with its figure and a baseline from the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `daemon` arguments.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Schedule and per-kind limits [default: jobs/schedule.toml, else the built-in copy].
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
+    /// How long shutdown waits for in-flight jobs before leaving them to be rescued.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub grace: String,
+    /// How long a claimed job stays claimed without renewal (a crashed daemon's jobs return
+    /// to the queue after this).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lease: String,
+    /// Lease renewal and rescue cadence.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub heartbeat: String,
+    /// Idle poll interval (NOTIFY wakes workers at once; this is the safety net).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub poll_interval: String,
+    /// Finished (done, cancelled) jobs are deleted after this age.
+    #[arg(long, default_value = "168h", value_name = "DURATION")]
+    pub prune_done_after: String,
+    /// Dead jobs are deleted after this age.
+    #[arg(long, default_value = "720h", value_name = "DURATION")]
+    pub prune_dead_after: String,
+    /// Workers per job kind in this process.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers_per_kind: usize,
+    /// Only these job kinds (comma-separated) [default: all].
+    #[arg(long, value_name = "KINDS")]
+    pub kinds: Option<String>,
+}
+
+/// `enqueue` arguments.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Job kind (e.g. noop).
+    pub kind: String,
+    /// The job's arguments as JSON (e.g. '{"sleep_ms": 100}').
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    /// The unit the job works on, for kinds that take one as `unit` (at most one live job per unit).
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+    /// Not before this time: RFC 3339 (2026-11-26T02:00:00Z) or a delay from now (90s, 5m).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Wait for the run to end; exit 0 if it completed, 1 if it failed or went dead.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit 1).
+    #[arg(
+        long,
+        default_value = "10m",
+        value_name = "DURATION",
+        requires = "wait"
+    )]
+    pub wait_timeout: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(JobsListArgs),
+    /// Show one job with its error history.
+    Show(JobIdArgs),
+    /// Run a failed, dead or cancelled job again now (with a fresh set of attempts).
+    Retry(JobIdArgs),
+    /// Cancel a job that has not started.
+    Cancel(JobIdArgs),
+}
+
+/// `jobs list` arguments.
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only these states (pending, running, failed, done, dead, cancelled); repeatable.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Print JSON (an array).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A job id argument.
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    /// The job id.
+    pub id: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// No-op jobs through the project's queue, against a raw batched SKIP LOCKED loop.
+    Queue(BenchQueueArgs),
+}
+
+/// `bench queue` arguments.
+#[derive(Debug, Args)]
+pub struct BenchQueueArgs {
+    /// Jobs to enqueue and process.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Finished jobs placed in the table first (the rate must hold as the table grows).
+    #[arg(long, default_value_t = 0)]
+    pub preload_done: usize,
+    /// Workers in this process.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Rows claimed per fetch (and concurrency per worker).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
 }
 
 /// `sandbox` arguments.

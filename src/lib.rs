@@ -7,8 +7,10 @@
 pub mod cli;
 pub mod commands;
 pub mod db;
+pub mod http;
 pub mod settings;
 pub mod telemetry;
+pub mod worker;
 
 /// An error that is the caller's fault (bad argument or setting): exit status 2.
 #[derive(Debug, thiserror::Error)]

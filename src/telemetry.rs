@@ -4,16 +4,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
 
-/// Level filter from `RUST_LOG`, else `info` for us and `warn` for chatty dependencies.
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn,apalis=warn"))
+/// Level filter from `RUST_LOG`, else `level` for us and `warn` for chatty dependencies.
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},sqlx=warn,hyper=warn,reqwest=warn,apalis=warn,apalis_core=warn"
+        ))
+    })
 }
 
-/// Sets up logging; stdout stays free for command output.
-pub fn init(format: LogFormat) {
+/// Sets up logging at `level` (unless `RUST_LOG` says otherwise); stdout stays free for
+/// command output.
+pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+        .with_env_filter(filter(level))
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.compact().try_init(),

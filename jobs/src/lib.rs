@@ -1,8 +1,23 @@
 //! Jobs: each one reads P100 through the `p100` client and writes the `ledger`.
 //!
 //! This crate is the only place where P100's types meet the ledger's; the mapping between them
-//! is done here, in pure functions.
+//! is done here, in pure functions. Job kinds and their payloads are in [`kinds`], per-kind
+//! limits and periodic schedules in [`schedule`] (read from `jobs/schedule.toml`), the apalis
+//! handler adapter in [`handler`], the tick producer in [`scheduler`].
+//!
+//! Job catalogue:
+//! - `noop` ([`noop`]): no effect; measurement and queue tests.
 
 #![warn(missing_docs)]
 
 pub mod balances;
+pub mod context;
+pub mod enqueue;
+pub mod handler;
+pub mod kinds;
+pub mod noop;
+pub mod schedule;
+pub mod scheduler;
+
+pub use context::JobContext;
+pub use kinds::Kind;

@@ -7,7 +7,11 @@ use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
 mod balances;
+mod bench;
+pub mod daemon;
 mod demo;
+mod enqueue;
+mod jobs;
 mod migrate;
 mod sandbox;
 
@@ -15,12 +19,22 @@ mod sandbox;
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.global.raw_settings(), cli.global.config.as_deref())
         .map_err(UsageError::from)?;
-    crate::telemetry::init(settings.log_format);
+    // A benchmark logging every job would measure the logger.
+    let level = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    crate::telemetry::init(settings.log_format, level);
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Sandbox(args) => sandbox::run(&settings, args).await,
         Command::Balances(args) => balances::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Daemon(args) => daemon::run(&settings, args).await,
+        Command::Enqueue(args) => enqueue::run(&settings, args).await,
+        Command::Jobs(command) => jobs::run(&settings, command).await,
+        Command::Bench(command) => bench::run(&settings, command).await,
     }
 }
 

@@ -12,10 +12,14 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod backoff;
+pub mod outcome;
 pub mod store;
 
+pub use backend::{Notifier, PgJobs, QueueConfig};
 pub use backoff::Backoff;
+pub use outcome::Outcome;
 pub use store::{Completion, Enqueued, JobRow, JobState, NewJob};
 
 /// A queue operation failed.

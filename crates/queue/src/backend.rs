@@ -1,0 +1,515 @@
+//! The job table as an apalis 1.0 worker backend.
+//!
+//! We implement apalis's `Persistence` (fetch, acknowledge, release) over [`crate::store`] and
+//! let apalis's `Persisted` state machine drive it, then wrap that in [`PgJobs`], which
+//! implements `Backend` and adds what `Persisted` lacks: wake-ups (NOTIFY plus a poll
+//! interval), a lease keeper that runs while a batch is being worked on, and a final release
+//! of claimed-but-unstarted rows on close. apalis's worker, monitor and tower layers run the
+//! handlers unchanged.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::future::BoxSyncFuture;
+use apalis_core::backend::persistence::{
+    Persisted, Persistence, State, TaskEvent, TaskPersistLayer,
+};
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::status::Status;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use chrono::Utc;
+use futures::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use crate::outcome::{Outcome, OutcomeCodec};
+use crate::store::{self, Completion};
+use crate::{Backoff, Error};
+
+/// The channel the `jobs_notify` trigger signals, with the kind as payload.
+pub const NOTIFY_CHANNEL: &str = "jobs_ready";
+
+/// How one kind's workers fetch and acknowledge.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The kind (queue name) this backend serves.
+    pub kind: String,
+    /// Rows claimed per fetch; keep it near the worker's concurrency for slow jobs.
+    pub batch: usize,
+    /// How long a claim holds without renewal; a crashed worker's jobs return after it.
+    pub lease: Duration,
+    /// Lease renewal and rescue cadence (well below `lease`).
+    pub heartbeat: Duration,
+    /// Idle poll interval: the safety net for NOTIFY, and what finds scheduled retries.
+    pub poll_interval: Duration,
+    /// Delay between failed attempts.
+    pub backoff: Backoff,
+    /// Deferrals allowed before the job goes dead.
+    pub max_deferrals: i32,
+}
+
+impl QueueConfig {
+    /// Defaults: batch 10, lease 30 s renewed every 10 s, 1 s poll.
+    pub fn new(kind: impl Into<String>) -> QueueConfig {
+        QueueConfig {
+            kind: kind.into(),
+            batch: 10,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            max_deferrals: 20,
+        }
+    }
+}
+
+/// The `Persistence` half: SQL for fetch, acknowledge and release.
+pub struct JobsPersistence<Args> {
+    pool: PgPool,
+    cfg: Arc<QueueConfig>,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<Args> Clone for JobsPersistence<Args> {
+    fn clone(&self) -> Self {
+        JobsPersistence {
+            pool: self.pool.clone(),
+            cfg: self.cfg.clone(),
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<Args> JobsPersistence<Args> {
+    /// What the store records for an outcome of attempt number `attempt`.
+    fn completion(&self, outcome: Outcome, attempt: u32) -> Completion {
+        let later = |d: Duration| {
+            Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        };
+        match outcome {
+            Outcome::Done(result) => Completion::Done(result),
+            Outcome::Dead { reason } => Completion::Dead(reason),
+            Outcome::Retry { reason, after } => Completion::Retry {
+                error: reason,
+                at: later(after.unwrap_or_else(|| self.cfg.backoff.delay_now(attempt))),
+            },
+            Outcome::Defer { reason, after } => Completion::Defer {
+                reason,
+                at: later(after),
+                max_deferrals: self.cfg.max_deferrals,
+            },
+            Outcome::Snooze { result, after } => Completion::Snooze {
+                result,
+                at: later(after),
+            },
+        }
+    }
+}
+
+impl<Args> Persistence for JobsPersistence<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    // Payloads are decoded in `fetch_next`, so an undecodable row never reaches apalis (where
+    // it would stop the worker); it is buried instead.
+    type Compact = Args;
+    type Response = Outcome;
+    type Error = Error;
+
+    async fn register(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
+        store::rescue_expired(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
+        // Leases are renewed by PgJobs' keeper task, which also runs while a batch is being
+        // worked on (Persisted calls this hook only between batches).
+        Ok(())
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Args>>, Error> {
+        let claimed = store::claim(
+            &self.pool,
+            &self.cfg.kind,
+            worker.name(),
+            self.cfg.batch as i64,
+            self.cfg.lease,
+        )
+        .await?;
+        let mut tasks = Vec::with_capacity(claimed.len());
+        for job in claimed {
+            match serde_json::from_str::<Args>(&job.payload) {
+                Ok(args) => tasks.push(
+                    TaskBuilder::new(args)
+                        .task_id(TaskId::from_int(job.id as u64))
+                        // apalis counts the attempt up when the task starts.
+                        .attempt((job.attempt - 1).max(0) as usize)
+                        .max_attempts(job.max_attempts as usize)
+                        .lock_by(Some(worker.name().to_owned()))
+                        .build(),
+                ),
+                Err(e) => {
+                    let reason = format!("payload does not decode as a {} job: {e}", self.cfg.kind);
+                    tracing::error!(job.id = job.id, job.kind = %self.cfg.kind, error = %reason, "burying undecodable job {}", job.id);
+                    metrics::counter!("job_outcomes_total", "kind" => self.cfg.kind.clone(), "outcome" => "undecodable").increment(1);
+                    store::bury(&self.pool, worker.name(), job.id, &reason).await?;
+                }
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Args>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let ids: Vec<i64> = tasks
+            .iter()
+            .filter_map(|t| {
+                t.ctx()
+                    .task_id()
+                    .and_then(|id| id.as_int())
+                    .map(|id| id as i64)
+            })
+            .collect();
+        store::release(&self.pool, worker.name(), &ids).await
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Outcome>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            let TaskEvent::Complete(result) = event else {
+                continue;
+            };
+            let Some(id) = result.task_id.as_int() else {
+                continue;
+            };
+            let outcome = match result.result {
+                Ok(outcome) => outcome,
+                // apalis's AbortError: permanent.
+                Err(error) if result.status == Status::Killed => Outcome::dead(error),
+                // Any other error, a timeout or a caught panic: retry with backoff.
+                Err(error) => Outcome::retry(error),
+            };
+            metrics::counter!("job_outcomes_total", "kind" => self.cfg.kind.clone(), "outcome" => outcome.label()).increment(1);
+            outcomes.push((id as i64, self.completion(outcome, result.attempt as u32)));
+        }
+        let updated = store::complete(&self.pool, worker.name(), &outcomes).await?;
+        if (updated as usize) < outcomes.len() {
+            tracing::warn!(
+                job.kind = %self.cfg.kind,
+                sent = outcomes.len(),
+                updated,
+                "{} outcomes arrived after their lease was lost; the jobs' new owners decide",
+                outcomes.len() - updated as usize
+            );
+        }
+        Ok(())
+    }
+
+    async fn push_tasks(&mut self, _tasks: Vec<Task<Args>>) -> Result<(), Error> {
+        // Jobs are enqueued through `store::enqueue`, which applies dedup keys.
+        Err(Error::Contended(
+            "push through the queue::store functions".to_owned(),
+        ))
+    }
+}
+
+type Subscribers = Arc<Mutex<HashMap<String, Vec<futures::channel::mpsc::Sender<()>>>>>;
+
+/// One LISTEN connection per process, fanned out to every backend of the notified kind.
+#[derive(Clone)]
+pub struct Notifier {
+    subscribers: Subscribers,
+}
+
+impl Notifier {
+    /// Starts listening. `PgListener` reconnects by itself; anything missed meanwhile is found
+    /// by the poll interval.
+    pub async fn start(pool: &PgPool) -> Result<Notifier, Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let subscribers: Subscribers = Arc::default();
+        let fan_out = subscribers.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(note) => {
+                        let Ok(mut map) = fan_out.lock() else { break };
+                        if let Some(senders) = map.get_mut(note.payload()) {
+                            // A full channel already holds a wake-up: bursts coalesce.
+                            senders.retain_mut(|tx| match tx.try_send(()) {
+                                Ok(()) => true,
+                                Err(e) => !e.is_disconnected(),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job notification listener failed; polling meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Notifier { subscribers })
+    }
+
+    fn subscribe(&self, kind: &str) -> Option<futures::channel::mpsc::Receiver<()>> {
+        let (tx, rx) = futures::channel::mpsc::channel(0);
+        self.subscribers
+            .lock()
+            .ok()?
+            .entry(kind.to_owned())
+            .or_default()
+            .push(tx);
+        Some(rx)
+    }
+}
+
+/// An apalis backend over the `jobs` table for one kind.
+pub struct PgJobs<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    inner: Persisted<JobsPersistence<Args>>,
+    cfg: Arc<QueueConfig>,
+    pool: PgPool,
+    notifier: Option<Notifier>,
+    notify_rx: Option<futures::channel::mpsc::Receiver<()>>,
+    interval: Option<futures_timer::Delay>,
+    wake_pending: bool,
+    keeper_guard: Option<Arc<()>>,
+    release: Option<BoxSyncFuture<Result<u64, Error>>>,
+}
+
+impl<Args> Clone for PgJobs<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    fn clone(&self) -> Self {
+        PgJobs {
+            inner: self.inner.clone(),
+            cfg: self.cfg.clone(),
+            pool: self.pool.clone(),
+            notifier: self.notifier.clone(),
+            notify_rx: None,
+            interval: None,
+            wake_pending: false,
+            keeper_guard: None,
+            release: None,
+        }
+    }
+}
+
+impl<Args> PgJobs<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    /// A backend for `cfg.kind`.
+    pub fn new(pool: &PgPool, cfg: QueueConfig) -> PgJobs<Args> {
+        let cfg = Arc::new(cfg);
+        PgJobs {
+            inner: Persisted::new(JobsPersistence {
+                pool: pool.clone(),
+                cfg: cfg.clone(),
+                _args: PhantomData,
+            }),
+            cfg,
+            pool: pool.clone(),
+            notifier: None,
+            notify_rx: None,
+            interval: None,
+            wake_pending: false,
+            keeper_guard: None,
+            release: None,
+        }
+    }
+
+    /// Wake up at once when a job of this kind is enqueued anywhere.
+    pub fn with_notifier(mut self, notifier: &Notifier) -> PgJobs<Args> {
+        self.notifier = Some(notifier.clone());
+        self
+    }
+
+    /// Renews this worker's leases and rescues expired ones every heartbeat, for as long as
+    /// the backend instance lives.
+    fn spawn_keeper(&mut self, worker: &WorkerContext) {
+        let guard = Arc::new(());
+        let alive: Weak<()> = Arc::downgrade(&guard);
+        self.keeper_guard = Some(guard);
+        let (pool, cfg, name) = (
+            self.pool.clone(),
+            self.cfg.clone(),
+            worker.name().to_owned(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(cfg.heartbeat).await;
+                if alive.upgrade().is_none() {
+                    break;
+                }
+                let renewed = async {
+                    let mut conn = pool.acquire().await?;
+                    store::heartbeat(&mut conn, &name, cfg.lease).await
+                };
+                if let Err(e) = renewed.await {
+                    tracing::warn!(worker = %name, error = %e, "lease renewal failed");
+                }
+                match store::rescue_expired(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        rescued = n,
+                        "returned {n} jobs whose worker stopped renewing its lease"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+                }
+            }
+        });
+    }
+
+    /// Registers the waker with NOTIFY and the poll interval; true if either fired.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut fired = false;
+        if self.notify_rx.is_none()
+            && let Some(notifier) = &self.notifier
+        {
+            self.notify_rx = notifier.subscribe(&self.cfg.kind);
+        }
+        if let Some(rx) = &mut self.notify_rx {
+            while let Poll::Ready(Some(())) = rx.poll_next_unpin(cx) {
+                fired = true;
+            }
+        }
+        let every = self.cfg.poll_interval;
+        let delay = self
+            .interval
+            .get_or_insert_with(|| futures_timer::Delay::new(every));
+        if delay.poll_unpin(cx).is_ready() {
+            fired = true;
+            let mut next = futures_timer::Delay::new(every);
+            let _ = next.poll_unpin(cx);
+            self.interval = Some(next);
+        }
+        fired
+    }
+}
+
+impl<Args> Backend for PgJobs<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    type Task = Task<Args>;
+    type Error = Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        if self.keeper_guard.is_none() {
+            self.spawn_keeper(worker);
+        }
+        self.inner.poll_ready(cx, worker, self.cfg.heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Task<Args>, Error>>> {
+        if self.poll_wake(cx) && !matches!(self.inner.state(), State::Ready) {
+            // A wake-up during a fetch: that fetch may have missed the new row.
+            self.wake_pending = true;
+        }
+        let polled = self.inner.poll_next(cx, worker);
+        if polled.is_pending() && self.wake_pending && matches!(self.inner.state(), State::Ready) {
+            self.wake_pending = false;
+            cx.waker().wake_by_ref();
+        }
+        polled
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        if self.release.is_none() {
+            match self.inner.poll_close(cx, worker) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            // In-flight work is finished and acknowledged: whatever is still running under our
+            // name was claimed by a fetch that shutdown dropped. Give it back unspent.
+            let (pool, name) = (self.pool.clone(), worker.name().to_owned());
+            self.release = Some(
+                async move {
+                    let held: Vec<(i64,)> = sqlx::query_as(
+                        "SELECT id FROM jobs WHERE locked_by = $1 AND state = 'running'",
+                    )
+                    .bind(&name)
+                    .fetch_all(&pool)
+                    .await?;
+                    let ids: Vec<i64> = held.into_iter().map(|(id,)| id).collect();
+                    let released = store::release(&pool, &name, &ids).await?;
+                    store::stop_worker(&pool, &name).await?;
+                    Ok(released)
+                }
+                .boxed()
+                .into(),
+            );
+        }
+        let Some(release) = self.release.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match release.poll_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.keeper_guard = None;
+                Poll::Ready(result.map(|released| {
+                    if released > 0 {
+                        tracing::info!(released, "gave {released} claimed jobs back on shutdown");
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl<Args> BackendConfig for PgJobs<Args>
+where
+    Args: DeserializeOwned + Send + 'static,
+{
+    type Args = Args;
+    type Id = i64;
+    // Tasks arrive decoded: no apalis codec step that could stop the worker.
+    type Kind = Ephemeral;
+    type Config = QueueConfig;
+    type Layer = TaskPersistLayer<OutcomeCodec, Outcome>;
+
+    fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        // The claim already marked the rows running: no per-task Lock event.
+        self.inner
+            .layer(OutcomeCodec, self.cfg.batch)
+            .persist_results(true)
+            .lock_tasks(false)
+    }
+}

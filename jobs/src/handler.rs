@@ -1,0 +1,94 @@
+//! The apalis handlers: one generic adapter that opens the job's span, runs the kind's `run`
+//! function, and records the duration. Everything interesting is in the kinds' modules.
+
+use std::time::Instant;
+
+use apalis::prelude::{Attempt, BoxDynError, Data, TaskId};
+use queue::Outcome;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::context::JobContext;
+use crate::kinds::{Kind, NoopArgs};
+
+/// A job kind's entry point, as the worker wiring needs it.
+pub trait Job: Send + Sync + 'static {
+    /// The payload.
+    type Args: DeserializeOwned + serde::Serialize + Send + Sync + Unpin + 'static;
+    /// Which kind.
+    const KIND: Kind;
+    /// The unit (user, transfer …) for log lines, if any.
+    fn unit(args: &Self::Args) -> Option<String>;
+    /// Runs one attempt.
+    fn run(
+        ctx: &JobContext,
+        args: Self::Args,
+        attempt: u32,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
+/// `noop`.
+pub struct Noop;
+
+impl Job for Noop {
+    type Args = NoopArgs;
+    const KIND: Kind = Kind::Noop;
+    fn unit(args: &NoopArgs) -> Option<String> {
+        args.unit.clone()
+    }
+    async fn run(_ctx: &JobContext, args: NoopArgs, attempt: u32) -> Outcome {
+        crate::noop::run(args, attempt).await
+    }
+}
+
+/// The apalis handler of kind `J`.
+pub async fn handle<J: Job>(
+    args: J::Args,
+    attempt: Attempt,
+    id: TaskId,
+    ctx: Data<JobContext>,
+) -> Result<Outcome, BoxDynError> {
+    let attempt = attempt.current() as u32;
+    let unit = J::unit(&args);
+    let span = tracing::info_span!(
+        "job",
+        job.id = %id,
+        job.kind = J::KIND.name(),
+        job.attempt = attempt,
+        user.id = unit.as_deref().unwrap_or(""),
+        p100.request_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let outcome = J::run(&ctx, args, attempt).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    metrics::histogram!("job_duration_seconds", "kind" => J::KIND.name())
+        .record(elapsed.as_secs_f64());
+    let _entered = span.enter();
+    let duration_ms = elapsed.as_millis() as u64;
+    match &outcome {
+        Outcome::Done(_) | Outcome::Snooze { .. } => {
+            tracing::info!(
+                duration_ms,
+                outcome = outcome.label(),
+                "job {id} ({}) finished in {duration_ms} ms",
+                J::KIND
+            )
+        }
+        Outcome::Retry { reason, .. } => {
+            tracing::warn!(duration_ms, outcome = "retry", error = %reason, "job {id} ({}) failed, will retry: {reason}", J::KIND)
+        }
+        Outcome::Defer { reason, after } => {
+            tracing::warn!(
+                duration_ms,
+                outcome = "defer",
+                "job {id} ({}) deferred by {}s: {reason}",
+                J::KIND,
+                after.as_secs()
+            )
+        }
+        Outcome::Dead { reason } => {
+            tracing::error!(duration_ms, outcome = "dead", error = %reason, "job {id} ({}) failed for good: {reason}", J::KIND)
+        }
+    }
+    Ok(outcome)
+}

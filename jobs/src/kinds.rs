@@ -1,0 +1,135 @@
+//! The job kinds: stable names, payloads, and per-kind defaults.
+//!
+//! A kind's name is its queue name and is part of the contract with queued rows, the CLI and
+//! `jobs/schedule.toml`: once deployed it never changes. Payloads are versioned serde structs;
+//! new fields get `#[serde(default)]` and unknown fields are ignored, so rows written by an
+//! older or newer version still decode.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::KindLimits;
+
+/// Every job kind this build runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Does nothing (or what its arguments ask for): measurement and tests of the queue.
+    Noop,
+}
+
+impl Kind {
+    /// Every kind, in a stable order.
+    pub const ALL: &'static [Kind] = &[Kind::Noop];
+
+    /// The queue name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Noop => "noop",
+        }
+    }
+
+    /// Looks a kind up by its queue name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Limits used when `jobs/schedule.toml` does not set them.
+    pub fn default_limits(self) -> KindLimits {
+        match self {
+            Kind::Noop => KindLimits {
+                timeout: Duration::from_secs(60),
+                max_attempts: 3,
+                concurrency: 64,
+                max_deferrals: 5,
+                backoff_base: Duration::from_secs(5),
+                backoff_max: Duration::from_secs(300),
+            },
+        }
+    }
+
+    /// Checks that `args` decode as this kind's payload.
+    pub fn validate_args(self, args: &serde_json::Value) -> Result<(), String> {
+        match self {
+            Kind::Noop => NoopArgs::deserialize(args)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The unit a job of this kind works on, if at most one live job per unit is allowed.
+    pub fn dedup_key(self, args: &serde_json::Value) -> Result<Option<String>, String> {
+        match self {
+            Kind::Noop => Ok(NoopArgs::deserialize(args).map_err(|e| e.to_string())?.unit),
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Payload of `noop`. Every field is optional; tests use them to make the job misbehave.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoopArgs {
+    /// Payload version.
+    #[serde(default)]
+    pub v: u32,
+    /// Dedup unit (at most one live `noop` per unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Sleep this long before answering.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sleep_ms: u64,
+    /// Fail (retryably) on attempts up to and including this number.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub fail_attempts: u32,
+    /// Fail permanently.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent_failure: bool,
+    /// Ask to be deferred by this many seconds (as a 429 would) on every run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub defer_seconds: u64,
+    /// Free text, shown in `jobs show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_stable() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, vec!["noop"]);
+        assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
+        assert_eq!(Kind::parse("Noop"), None);
+    }
+
+    #[test]
+    fn payloads_tolerate_unknown_and_missing_fields() {
+        let args: NoopArgs =
+            serde_json::from_value(serde_json::json!({"from_the_future": 1})).unwrap();
+        assert_eq!(args, NoopArgs::default());
+        assert_eq!(
+            serde_json::to_string(&NoopArgs {
+                unit: Some("u".into()),
+                ..NoopArgs::default()
+            })
+            .unwrap(),
+            r#"{"v":0,"unit":"u"}"#
+        );
+    }
+}

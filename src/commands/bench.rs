@@ -1,0 +1,213 @@
+//! `p100-recon bench …`: measurements with a baseline from the same run, as one JSON line.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobs::JobContext;
+use jobs::kinds::Kind;
+use jobs::schedule::{KindLimits, ScheduleFile};
+use queue::NewJob;
+
+use crate::UsageError;
+use crate::cli::{BenchCommand, BenchQueueArgs};
+use crate::settings::Settings;
+use crate::worker::{self, WorkerOptions};
+
+/// Queue names of the benchmark, apart from any daemon's real queues.
+const BENCH_QUEUE: &str = "bench.noop";
+const RAW_QUEUE: &str = "bench.raw";
+const ENQUEUE_CHUNK: usize = 5_000;
+
+pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Queue(args) => queue_bench(settings, args).await,
+    }
+}
+
+async fn queue_bench(settings: &Settings, args: BenchQueueArgs) -> anyhow::Result<ExitCode> {
+    if args.jobs == 0 || args.batch == 0 || args.workers == 0 {
+        return Err(UsageError("--jobs, --batch and --workers must be at least 1".into()).into());
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, (args.workers as u32) * 2 + 4).await?;
+    crate::db::migrate(&pool).await?;
+    cleanup(&pool).await?;
+    if args.preload_done > 0 {
+        sqlx::query(
+            "INSERT INTO jobs (kind, payload, state, max_attempts, attempts, runs, finished_at)
+             SELECT $1, '{}', 'done', 1, 1, 1, now() FROM generate_series(1, $2)",
+        )
+        .bind(BENCH_QUEUE)
+        .bind(args.preload_done as i64)
+        .execute(&pool)
+        .await?;
+        sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    }
+
+    // Enqueue through the queue's own batched insert.
+    let payload = serde_json::json!({});
+    let started = Instant::now();
+    enqueue_all(&pool, BENCH_QUEUE, args.jobs, &payload).await?;
+    let enqueue_secs = started.elapsed().as_secs_f64();
+
+    // Process through apalis workers on our backend.
+    let mut kinds = BTreeMap::new();
+    kinds.insert(
+        Kind::Noop,
+        KindLimits {
+            concurrency: args.batch,
+            timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            ..KindLimits::default()
+        },
+    );
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: None,
+        schedule: Arc::new(ScheduleFile {
+            kinds,
+            schedules: vec![],
+        }),
+    };
+    let options = WorkerOptions {
+        workers_per_kind: args.workers,
+        max_batch: args.batch,
+        grace: Duration::from_secs(10),
+        ..WorkerOptions::default()
+    };
+    // Throughput is measured to the moment the queue is drained; worker shutdown is not work.
+    let started = Instant::now();
+    let watcher = pool.clone();
+    let drained_after = Arc::new(std::sync::Mutex::new(None));
+    let record = drained_after.clone();
+    let drain = async move {
+        while !drained(&watcher, BENCH_QUEUE).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Ok(mut slot) = record.lock() {
+            *slot = Some(started.elapsed());
+        }
+    };
+    worker::run(
+        ctx,
+        &[Kind::Noop],
+        &options,
+        |_| BENCH_QUEUE.to_owned(),
+        drain,
+    )
+    .await?;
+    let shutdown_secs = started.elapsed().as_secs_f64();
+    let process_secs = drained_after
+        .lock()
+        .ok()
+        .and_then(|d| *d)
+        .map_or(shutdown_secs, |d| d.as_secs_f64());
+    let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = $1 AND state = 'done' AND runs = 1 AND attempts = 1")
+        .bind(BENCH_QUEUE)
+        .fetch_one(&pool)
+        .await?;
+    let expected = (args.jobs + args.preload_done) as i64;
+    if processed != expected {
+        anyhow::bail!("benchmark invalid: {processed} of {expected} jobs done exactly once");
+    }
+
+    // Baseline: a raw batched FOR UPDATE SKIP LOCKED loop on the same table, same concurrency.
+    enqueue_all(&pool, RAW_QUEUE, args.jobs, &payload).await?;
+    let started = Instant::now();
+    let loops: Vec<_> = (0..args.workers)
+        .map(|i| tokio::spawn(raw_loop(pool.clone(), format!("raw-{i}"))))
+        .collect();
+    for handle in loops {
+        handle.await??;
+    }
+    let baseline_secs = started.elapsed().as_secs_f64();
+    cleanup(&pool).await?;
+
+    let per_s = |secs: f64| (args.jobs as f64 / secs).round();
+    println!(
+        "{}",
+        serde_json::json!({
+            "jobs": args.jobs,
+            "enqueue_per_s": per_s(enqueue_secs),
+            "process_per_s": per_s(process_secs),
+            "baseline_process_per_s": per_s(baseline_secs),
+            "ratio_to_baseline": ((baseline_secs / process_secs) * 100.0).round() / 100.0,
+            "preloaded_done": args.preload_done,
+            "shutdown_s": ((shutdown_secs - process_secs) * 100.0).round() / 100.0,
+            "workers": args.workers,
+            "batch": args.batch,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn enqueue_all(
+    pool: &ledger::PgPool,
+    kind: &str,
+    n: usize,
+    payload: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let job = NewJob {
+        kind: kind.to_owned(),
+        payload: payload.clone(),
+        dedup_key: None,
+        run_at: None,
+        max_attempts: 3,
+    };
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(ENQUEUE_CHUNK);
+        queue::store::enqueue_many(pool, &vec![job.clone(); chunk]).await?;
+        left -= chunk;
+    }
+    Ok(())
+}
+
+async fn drained(pool: &ledger::PgPool, kind: &str) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND state IN ('pending', 'failed', 'running'))",
+    )
+    .bind(kind)
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
+}
+
+async fn raw_loop(pool: ledger::PgPool, name: String) -> anyhow::Result<()> {
+    loop {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            r#"
+            WITH next AS (
+                SELECT id FROM jobs
+                 WHERE kind = $1 AND state IN ('pending', 'failed') AND run_at <= now()
+                 ORDER BY run_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+            UPDATE jobs j SET state = 'running', locked_by = $2, attempts = j.attempts + 1,
+                              locked_until = now() + interval '30 seconds'
+              FROM next WHERE j.id = next.id
+            RETURNING j.id
+            "#,
+        )
+        .bind(RAW_QUEUE)
+        .bind(&name)
+        .fetch_all(&pool)
+        .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, finished_at = now(), runs = runs + 1 WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&pool)
+            .await?;
+    }
+}
+
+async fn cleanup(pool: &ledger::PgPool) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM jobs WHERE kind IN ($1, $2)")
+        .bind(BENCH_QUEUE)
+        .bind(RAW_QUEUE)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `p100-recon daemon`: workers, the scheduler and the HTTP endpoint until SIGINT/SIGTERM,
+//! then a drain within the grace period.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::time::Duration;
+
+use anyhow::Context;
+use jobs::JobContext;
+use jobs::kinds::Kind;
+use jobs::schedule::ScheduleFile;
+use tokio::sync::watch;
+
+use crate::UsageError;
+use crate::cli::DaemonArgs;
+use crate::http::{HttpState, P100State};
+use crate::settings::Settings;
+use crate::worker::{self, WorkerOptions};
+
+/// The schedule file shipped with the binary, used when `jobs/schedule.toml` is not present.
+pub const DEFAULT_SCHEDULE: &str = include_str!("../../jobs/schedule.toml");
+/// Where the daemon looks for the schedule file by default.
+pub const DEFAULT_SCHEDULE_PATH: &str = "jobs/schedule.toml";
+
+/// Loads the schedule file: an explicit path must exist; the default path may be absent, then
+/// the built-in copy applies.
+pub fn load_schedule(path: Option<&Path>) -> Result<ScheduleFile, UsageError> {
+    match path {
+        Some(path) => ScheduleFile::load(path).map_err(|e| UsageError(e.0)),
+        None if Path::new(DEFAULT_SCHEDULE_PATH).exists() => {
+            ScheduleFile::load(Path::new(DEFAULT_SCHEDULE_PATH)).map_err(|e| UsageError(e.0))
+        }
+        None => ScheduleFile::parse(DEFAULT_SCHEDULE, "built-in jobs/schedule.toml")
+            .map_err(|e| UsageError(e.0)),
+    }
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
+    jobs::schedule::parse_duration(text).map_err(|e| UsageError(format!("--{flag}: {e}")))
+}
+
+pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let client = settings.p100_client().map_err(UsageError::from)?;
+    let schedule = Arc::new(load_schedule(args.schedule.as_deref())?);
+    let options = WorkerOptions {
+        lease: duration("lease", &args.lease)?,
+        heartbeat: duration("heartbeat", &args.heartbeat)?,
+        poll_interval: duration("poll-interval", &args.poll_interval)?,
+        workers_per_kind: args.workers_per_kind.max(1),
+        max_batch: 100,
+        grace: duration("grace", &args.grace)?,
+    };
+    if options.heartbeat >= options.lease {
+        return Err(UsageError("--heartbeat must be shorter than --lease".into()).into());
+    }
+    let prune_done = duration("prune-done-after", &args.prune_done_after)?;
+    let prune_dead = duration("prune-dead-after", &args.prune_dead_after)?;
+    let kinds: Vec<Kind> = match &args.kinds {
+        None => Kind::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                Kind::parse(name.trim())
+                    .ok_or_else(|| UsageError(format!("--kinds: unknown job kind {name:?}")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+
+    // The credentials are checked once, here: a rejected key ends the daemon before any job
+    // burns its attempts on it.
+    let p100_state = match client.balances(&p100::Scope::Partner).await {
+        Ok(_) => P100State::Reachable,
+        Err(e) if e.class == p100::ErrorClass::Auth => {
+            anyhow::bail!(
+                "P100 rejected the API key at {} ({}): check P100_API_KEY and, in production, the IP allow-list",
+                settings.p100_base_url,
+                e.message.as_deref().unwrap_or("HTTP 401")
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "P100 is not answering at start; jobs will retry with backoff");
+            P100State::Unreachable
+        }
+    };
+
+    let pool = crate::db::connect(url, 20).await?;
+    crate::db::migrate(&pool).await?;
+    let identity = worker::process_identity();
+    let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
+    queue::store::register_worker(
+        &pool,
+        identity,
+        &worker::hostname(),
+        std::process::id() as i32,
+        &kind_names,
+    )
+    .await?;
+
+    let http_state = HttpState {
+        pool: pool.clone(),
+        metrics,
+        p100: Arc::new(AtomicU8::new(p100_state as u8)),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on HTTP_ADDR {}", settings.http_addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, crate::http::router(http_state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP endpoint failed: {e}");
+            }
+        })
+    };
+    let scheduler = tokio::spawn(jobs::scheduler::run(
+        pool.clone(),
+        schedule.clone(),
+        stop_rx.clone(),
+    ));
+    let pruner = tokio::spawn(prune_loop(
+        pool.clone(),
+        prune_done,
+        prune_dead,
+        stop_rx.clone(),
+    ));
+
+    tracing::info!(
+        worker = identity,
+        http_addr = %settings.http_addr,
+        kinds = ?kind_names,
+        schedules = schedule.schedules.len(),
+        "daemon {identity} running {} job kinds and {} schedules; HTTP on {}",
+        kinds.len(),
+        schedule.schedules.len(),
+        settings.http_addr
+    );
+
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(client),
+        schedule,
+    };
+    let stop_for_signal = stop_tx.clone();
+    let grace = options.grace;
+    let result = worker::run(ctx, &kinds, &options, |k| k.name().to_owned(), async move {
+        super::shutdown_signal().await;
+        tracing::info!(
+            "shutdown requested; draining in-flight jobs for up to {}s",
+            grace.as_secs()
+        );
+        let _ = stop_for_signal.send(true);
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(http, scheduler, pruner);
+    queue::store::stop_worker(&pool, identity).await.ok();
+    result?;
+    tracing::info!("daemon stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune_loop(
+    pool: ledger::PgPool,
+    done_age: Duration,
+    dead_age: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        loop {
+            match queue::store::prune(&pool, done_age, dead_age, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(pruned = n, "pruned {n} finished jobs"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning finished jobs failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `p100-recon enqueue <kind> …`: one job, optionally waiting for its run.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use jobs::kinds::Kind;
+use queue::JobState;
+
+use crate::UsageError;
+use crate::cli::EnqueueArgs;
+use crate::settings::Settings;
+
+/// Parses `--at`: RFC 3339, or a delay from now.
+pub fn parse_at(text: &str) -> Result<DateTime<Utc>, UsageError> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.to_utc());
+    }
+    jobs::schedule::parse_duration(text)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| Utc::now() + d)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--at {text:?}: expected RFC 3339 (2026-11-26T02:00:00Z) or a delay (90s, 5m)"
+            ))
+        })
+}
+
+pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let kind = Kind::parse(&args.kind).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        UsageError(format!(
+            "unknown job kind {:?}; known kinds: {}",
+            args.kind,
+            known.join(", ")
+        ))
+    })?;
+    let mut job_args: serde_json::Value = serde_json::from_str(&args.args)
+        .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
+    if let Some(unit) = &args.unit {
+        match job_args.as_object_mut() {
+            Some(map) => {
+                map.insert("unit".to_owned(), serde_json::Value::String(unit.clone()));
+            }
+            None => return Err(UsageError("--args must be a JSON object".into()).into()),
+        }
+    }
+    let run_at = args.at.as_deref().map(parse_at).transpose()?;
+    let wait_timeout = jobs::schedule::parse_duration(&args.wait_timeout)
+        .map_err(|e| UsageError(format!("--wait-timeout: {e}")))?;
+    let schedule = super::daemon::load_schedule(None)?;
+    let job = jobs::enqueue::new_job(kind, job_args, &schedule, run_at)
+        .map_err(|e| UsageError(format!("invalid arguments for {kind}: {e}")))?;
+
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    let runs_before = 0;
+    let enqueued = jobs::enqueue::enqueue(&pool, &job).await?;
+    let runs_before = queue::store::show(&pool, enqueued.id)
+        .await?
+        .map(|j| j.runs)
+        .unwrap_or(runs_before);
+    if !args.json {
+        if enqueued.created {
+            println!("enqueued job {} ({kind})", enqueued.id);
+        } else {
+            println!(
+                "job {} ({kind}) is already queued for this unit; brought forward",
+                enqueued.id
+            );
+        }
+    }
+    if !args.wait {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "id": enqueued.id, "kind": kind.name(), "created": enqueued.created })
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Wait for this run: the job finishes, or (a polling job) completes one more run.
+    let deadline = Instant::now() + wait_timeout;
+    loop {
+        let Some(row) = queue::store::show(&pool, enqueued.id).await? else {
+            anyhow::bail!(
+                "job {} disappeared while waiting (pruned or deleted)",
+                enqueued.id
+            );
+        };
+        let completed_run = row.runs > runs_before && row.state != JobState::Running;
+        if row.state.is_final() || completed_run {
+            let ok = row.state == JobState::Done || (completed_run && !row.state.is_final());
+            if args.json {
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                match &row.last_error {
+                    Some(error) if !ok => println!("job {} ended {}: {error}", row.id, row.state),
+                    _ => println!(
+                        "job {} completed ({}), attempt {}",
+                        row.id, row.state, row.attempts
+                    ),
+                }
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "gave up waiting for job {} after {}s; it is {} (attempt {} of {})",
+                row.id,
+                wait_timeout.as_secs(),
+                row.state,
+                row.attempts,
+                row.max_attempts
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! `p100-recon jobs list|show|retry|cancel`.
+
+use std::process::ExitCode;
+
+use queue::JobState;
+use queue::store::{self, JobRow, ListFilter, Refusal};
+
+use crate::UsageError;
+use crate::cli::JobsCommand;
+use crate::settings::Settings;
+
+/// Extra attempts a retried job gets: as many as its kind allows.
+fn fresh_attempts(kind: &str) -> i32 {
+    let schedule = super::daemon::load_schedule(None).unwrap_or_default();
+    jobs::kinds::Kind::parse(kind)
+        .map(|k| schedule.limits(k).max_attempts as i32)
+        .unwrap_or(3)
+}
+
+pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    match command {
+        JobsCommand::List(args) => {
+            let states = args
+                .states
+                .iter()
+                .map(|s| {
+                    JobState::parse(s).ok_or_else(|| {
+                        UsageError(format!(
+                            "--state {s:?}: use pending, running, failed, done, dead or cancelled"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows = store::list(
+                &pool,
+                &ListFilter {
+                    kind: args.kind,
+                    states,
+                    limit: args.limit,
+                },
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>8}  {:<18} {:<10} {:>8}  {:<24} last error",
+                    "id", "kind", "state", "attempts", "run at"
+                );
+                for job in &rows {
+                    println!(
+                        "{:>8}  {:<18} {:<10} {:>8}  {:<24} {}",
+                        job.id,
+                        job.kind,
+                        job.state,
+                        format!("{}/{}", job.attempts, job.max_attempts),
+                        job.run_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        job.last_error
+                            .as_deref()
+                            .map(|e| e.chars().take(60).collect::<String>())
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Show(args) => {
+            let Some(job) = store::show(&pool, args.id).await? else {
+                return Err(UsageError(format!("no job {}", args.id)).into());
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print!("{}", describe(&job));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Retry(args) => {
+            let mut conn = pool.acquire().await?;
+            let extra = match store::show(&mut *conn, args.id).await? {
+                Some(job) => fresh_attempts(&job.kind),
+                None => 1,
+            };
+            let result = store::retry(&mut conn, args.id, extra).await?;
+            answer(args.id, "retried: it runs again now", result, args.json)
+        }
+        JobsCommand::Cancel(args) => {
+            let mut conn = pool.acquire().await?;
+            let result = store::cancel(&mut conn, args.id).await?;
+            answer(args.id, "cancelled", result, args.json)
+        }
+    }
+}
+
+fn answer(
+    id: i64,
+    done: &str,
+    result: Result<(), Refusal>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let refusal = match result {
+        Ok(()) => {
+            if json {
+                println!("{}", serde_json::json!({ "id": id, "ok": true }));
+            } else {
+                println!("job {id} {done}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(Refusal::NotFound) => format!("no job {id}"),
+        Err(Refusal::WrongState(state)) => format!(
+            "job {id} is {state}; only failed, dead or cancelled jobs can be retried and only pending or failed ones cancelled"
+        ),
+        Err(Refusal::Duplicate(other)) => format!(
+            "job {other} already does this unit's work; retry refused to avoid running it twice"
+        ),
+    };
+    Err(UsageError(refusal).into())
+}
+
+fn describe(job: &JobRow) -> String {
+    let mut out = format!(
+        "job {}\n  kind        {}\n  state       {}\n  attempts    {} of {} (deferred {} times)\n  runs        {}\n  run at      {}\n  created at  {}\n",
+        job.id,
+        job.kind,
+        job.state,
+        job.attempts,
+        job.max_attempts,
+        job.deferrals,
+        job.runs,
+        job.run_at,
+        job.created_at
+    );
+    if let Some(at) = job.finished_at {
+        out.push_str(&format!("  finished at {at}\n"));
+    }
+    if let Some(worker) = &job.locked_by {
+        out.push_str(&format!("  held by     {worker}\n"));
+    }
+    if let Some(key) = &job.dedup_key {
+        out.push_str(&format!("  unit        {key}\n"));
+    }
+    out.push_str(&format!("  args        {}\n", job.payload));
+    if let Some(result) = &job.result {
+        out.push_str(&format!("  result      {result}\n"));
+    }
+    if let Some(errors) = job.errors.as_array().filter(|e| !e.is_empty()) {
+        out.push_str("  errors\n");
+        for e in errors {
+            out.push_str(&format!(
+                "    attempt {} at {}: {}\n",
+                e["attempt"],
+                e["at"].as_str().unwrap_or("?"),
+                e["error"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! The daemon's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// What `/readyz` knows about P100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum P100State {
+    /// The last check answered.
+    Reachable = 0,
+    /// P100 could not be reached (jobs retry with backoff).
+    Unreachable = 1,
+    /// P100 rejected the key: an operator must act.
+    AuthFailed = 2,
+}
+
+/// Shared state of the endpoint.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The database.
+    pub pool: ledger::PgPool,
+    /// The Prometheus recorder's renderer.
+    pub metrics: PrometheusHandle,
+    /// P100 as last seen.
+    pub p100: Arc<AtomicU8>,
+}
+
+impl HttpState {
+    /// Records what the last P100 check found.
+    pub fn set_p100(&self, state: P100State) {
+        self.p100.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    let database =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&state.pool)
+            .await;
+    let expected = ledger::MIGRATOR.iter().count() as i64;
+    let (db, migrations) = match database {
+        Ok(applied) if applied >= expected => ("ok", "ok".to_owned()),
+        Ok(applied) => ("ok", format!("{applied} of {expected} applied")),
+        Err(e) => ("unreachable", format!("unknown: {e}")),
+    };
+    let p100 = match state.p100.load(Ordering::Relaxed) {
+        0 => "reachable",
+        1 => "unreachable (jobs retry with backoff)",
+        _ => "auth_failed",
+    };
+    let ready = db == "ok" && migrations == "ok" && p100 != "auth_failed";
+    let body = serde_json::json!({ "ready": ready, "database": db, "migrations": migrations, "p100": p100 });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    // Queue depth is read from the table at scrape time: always true, never drifts.
+    match queue::store::depth(&state.pool).await {
+        Ok(rows) => {
+            // Zero first, so a state that emptied does not keep its last count.
+            for kind in jobs::kinds::Kind::ALL {
+                for job_state in queue::store::JobState::ALL {
+                    metrics::gauge!("jobs", "kind" => kind.name(), "state" => job_state.as_str())
+                        .set(0.0);
+                }
+            }
+            for (kind, job_state, n) in rows {
+                metrics::gauge!("jobs", "kind" => kind, "state" => job_state.as_str())
+                    .set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read queue depth for /metrics"),
+    }
+    state.metrics.render()
+}

@@ -1,0 +1,134 @@
+//! The apalis monitor: one worker per job kind (or several, for throughput), each on our
+//! Postgres backend, with panics caught, concurrency and timeout from `jobs/schedule.toml`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis::prelude::{Monitor, WorkerBuilder};
+use jobs::JobContext;
+use jobs::handler::{Job, Noop, handle};
+use jobs::kinds::Kind;
+use queue::{Backoff, Notifier, PgJobs, QueueConfig};
+
+/// Knobs of the worker layer (the daemon's flags).
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Claims last this long without renewal.
+    pub lease: Duration,
+    /// Lease renewal and rescue cadence.
+    pub heartbeat: Duration,
+    /// Idle poll interval.
+    pub poll_interval: Duration,
+    /// Workers per kind in this process.
+    pub workers_per_kind: usize,
+    /// Upper bound on rows claimed per fetch.
+    pub max_batch: usize,
+    /// How long shutdown waits for in-flight jobs.
+    pub grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            workers_per_kind: 1,
+            max_batch: 100,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The machine's name, for worker records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// This process's identity: host, pid and start time, so a restarted process never reuses a
+/// crashed one's name (its jobs would never be rescued).
+pub fn process_identity() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let host = hostname();
+        let started = chrono::Utc::now().timestamp_micros();
+        format!("{host}-{}-{started:x}", std::process::id())
+    })
+}
+
+/// Runs the workers of `kinds` until `shutdown` resolves, then drains within the grace period.
+pub async fn run(
+    ctx: JobContext,
+    kinds: &[Kind],
+    options: &WorkerOptions,
+    queue_name: impl Fn(Kind) -> String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let notifier = Notifier::start(&ctx.pool).await?;
+    let mut monitor = Monitor::new();
+    for kind in kinds {
+        monitor = match kind {
+            Kind::Noop => register::<Noop>(monitor, &ctx, &notifier, options, queue_name(*kind)),
+        };
+    }
+    monitor
+        .should_restart(|worker, error| {
+            tracing::error!(worker = worker.name(), %error, "worker stopped: {error}");
+            worker.restarts() < 10
+        })
+        .shutdown_timeout(options.grace)
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+fn register<J: Job>(
+    monitor: Monitor,
+    ctx: &JobContext,
+    notifier: &Notifier,
+    options: &WorkerOptions,
+    queue_name: String,
+) -> Monitor
+where
+    J::Args: serde::Serialize,
+{
+    let limits = ctx.schedule.limits(J::KIND);
+    let config = QueueConfig {
+        kind: queue_name.clone(),
+        batch: limits.concurrency.min(options.max_batch).max(1),
+        lease: options.lease,
+        heartbeat: options.heartbeat,
+        poll_interval: options.poll_interval,
+        backoff: Backoff {
+            base: limits.backoff_base,
+            max: limits.backoff_max,
+            jitter: 0.5,
+        },
+        max_deferrals: limits.max_deferrals as i32,
+    };
+    let backend = PgJobs::<J::Args>::new(&ctx.pool, config).with_notifier(notifier);
+    let mut monitor = monitor;
+    for index in 0..options.workers_per_kind.max(1) {
+        let (backend, ctx, name) = (backend.clone(), ctx.clone(), queue_name.clone());
+        monitor = monitor.register(move |restarts| {
+            WorkerBuilder::new(format!(
+                "{name}@{}-w{index}-r{restarts}",
+                process_identity()
+            ))
+            .backend(backend.clone())
+            .data(ctx.clone())
+            .catch_panic()
+            .concurrency(limits.concurrency)
+            .timeout(limits.timeout)
+            .enable_tracing()
+            .build(handle::<J>)
+        });
+    }
+    monitor
+}

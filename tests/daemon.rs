@@ -1,0 +1,588 @@
+//! The job system with real daemon processes against a fresh database and the sandbox:
+//! replicas, crashes, restarts, signals, poison, pick-up latency, schedules.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use p100_sandbox::{RunningSandbox, Sandbox, Scenario};
+use queue::store::{self, JobRow};
+use queue::{JobState, NewJob};
+use serde_json::json;
+use sqlx::PgPool;
+
+const BIN: &str = env!("CARGO_BIN_EXE_p100-recon");
+
+/// The URL of the fresh database `#[sqlx::test]` made for this test.
+fn url_of(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(pool.connect_options().get_database().unwrap());
+    url.to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_schedule(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("p100-recon-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("schedule.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A daemon process; killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    async fn start(db: &str, p100: &RunningSandbox, schedule: &PathBuf, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--schedule")
+            .arg(schedule)
+            .args(extra)
+            .env("DATABASE_URL", db)
+            .env("P100_BASE_URL", p100.base_url())
+            .env("P100_API_KEY", p100_sandbox::DEFAULT_API_KEY)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            // Daemon logs only with TEST_LOG=1, like the tests' own.
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the daemon did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code.
+    async fn wait(mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sandbox() -> RunningSandbox {
+    Sandbox::from_scenario(Scenario::default())
+        .spawn()
+        .await
+        .unwrap()
+}
+
+async fn migrate(pool: &PgPool) {
+    ledger::MIGRATOR.run(pool).await.unwrap();
+}
+
+fn noop(args: serde_json::Value, max_attempts: i32) -> NewJob {
+    NewJob {
+        kind: "noop".into(),
+        payload: args,
+        dedup_key: None,
+        run_at: None,
+        max_attempts,
+    }
+}
+
+async fn enqueue(pool: &PgPool, job: NewJob) -> i64 {
+    let mut conn = pool.acquire().await.unwrap();
+    store::enqueue(&mut conn, &job).await.unwrap().id
+}
+
+async fn job(pool: &PgPool, id: i64) -> JobRow {
+    store::show(pool, id).await.unwrap().unwrap()
+}
+
+/// Polls until `done(job)` holds.
+async fn wait_for(
+    pool: &PgPool,
+    id: i64,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&JobRow) -> bool,
+) -> JobRow {
+    let deadline = Instant::now() + limit;
+    loop {
+        let row = job(pool, id).await;
+        if done(&row) {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "job {id} never {what}: {row:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const PLAIN: &str = "[kinds.noop]\nconcurrency = 8\nmax_attempts = 3\n";
+
+#[sqlx::test(migrations = false)]
+async fn two_daemons_run_every_tick_and_every_job_exactly_once(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule(
+        "two",
+        &format!(
+            "{PLAIN}\n[[schedules]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nkind = \"noop\"\nargs = {{ label = \"tick\" }}\n"
+        ),
+    );
+    let db = url_of(&pool);
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|i| noop(json!({ "sleep_ms": i % 7 }), 3))
+        .collect();
+    store::enqueue_many(&pool, &jobs).await.unwrap();
+
+    let a = Daemon::start(&db, &p100, &schedule, &[]).await;
+    let b = Daemon::start(&db, &p100, &schedule, &[]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.signal("TERM");
+    b.signal("TERM");
+    assert_eq!(a.wait(Duration::from_secs(30)).await, Some(0));
+    assert_eq!(b.wait(Duration::from_secs(30)).await, Some(0));
+
+    let counts: Vec<(String, i32, i32, i64)> = sqlx::query_as(
+        "SELECT state, runs, attempts, count(*) FROM jobs WHERE payload->>'label' IS NULL GROUP BY 1, 2, 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        vec![("done".to_owned(), 1, 1, 300)],
+        "every job ran once, on one attempt"
+    );
+
+    let ticks: Vec<(DateTime<Utc>, Option<i64>)> =
+        sqlx::query_as("SELECT tick_at, job_id FROM schedule_ticks WHERE schedule = 'every-second' ORDER BY tick_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(ticks.len() >= 3, "{} ticks in 5 s", ticks.len());
+    assert!(
+        ticks
+            .windows(2)
+            .all(|w| w[1].0 - w[0].0 == chrono::Duration::seconds(1)),
+        "no tick skipped: {ticks:?}"
+    );
+    let tick_jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE payload->>'label' = 'tick'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        tick_jobs as usize,
+        ticks.len(),
+        "one job per tick, whatever the replicas"
+    );
+    assert!(ticks.iter().all(|(_, job)| job.is_some()));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_job_of_a_killed_daemon_completes_once_on_the_other(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("kill", PLAIN);
+    let db = url_of(&pool);
+    let fast_rescue = ["--lease", "3s", "--heartbeat", "1s"];
+    let a = Daemon::start(&db, &p100, &schedule, &fast_rescue).await;
+    let b = Daemon::start(&db, &p100, &schedule, &fast_rescue).await;
+    let id = enqueue(&pool, noop(json!({ "sleep_ms": 2500 }), 3)).await;
+
+    let running = wait_for(&pool, id, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    let holder = running.locked_by.unwrap();
+    let (victim, survivor) = if holder.contains(&format!("-{}-", a.pid())) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(holder.contains(&format!("-{}-", victim.pid())), "{holder}");
+    victim.signal("KILL");
+    let killed_at = Instant::now();
+
+    let done = wait_for(&pool, id, Duration::from_secs(60), "finished", |j| {
+        j.state.is_final()
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+    assert_eq!(
+        (done.state, done.runs, done.attempts),
+        (JobState::Done, 1, 2),
+        "{done:?}"
+    );
+    let rescue = &done.errors.as_array().unwrap()[0];
+    assert_eq!(rescue["action"], "rescue");
+    assert!(rescue["error"].as_str().unwrap().contains(&holder));
+    drop(survivor);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_failing_job_backs_off_durably_across_a_restart_then_goes_dead(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule(
+        "backoff",
+        "[kinds.noop]\nmax_attempts = 3\nbackoff_base = \"2s\"\nbackoff_max = \"1m\"\n",
+    );
+    let db = url_of(&pool);
+    let id = enqueue(&pool, noop(json!({ "fail_attempts": 10 }), 3)).await;
+
+    // Delay after failure n is base × 2^(n−1), shortened by up to half by jitter.
+    let check_delay = |row: &JobRow, n: usize| {
+        let failed_at: DateTime<Utc> = row.errors[n - 1]["at"].as_str().unwrap().parse().unwrap();
+        let delay = (row.run_at - failed_at).num_milliseconds();
+        let full = 2000 * (1 << (n - 1));
+        assert!(
+            delay >= full / 2 - 50 && delay <= full + 50,
+            "delay after failure {n}: {delay} ms, expected {}..={full}",
+            full / 2
+        );
+    };
+
+    let daemon = Daemon::start(&db, &p100, &schedule, &[]).await;
+    let first = wait_for(&pool, id, Duration::from_secs(10), "failed once", |j| {
+        j.state == JobState::Failed && j.attempts == 1
+    })
+    .await;
+    check_delay(&first, 1);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(30)).await, Some(0));
+    assert_eq!(
+        job(&pool, id).await.run_at,
+        first.run_at,
+        "the delay survives the restart"
+    );
+
+    let _daemon = Daemon::start(&db, &p100, &schedule, &[]).await;
+    let second = wait_for(&pool, id, Duration::from_secs(20), "failed twice", |j| {
+        j.attempts == 2 && j.state != JobState::Running
+    })
+    .await;
+    assert!(
+        second.started_at.unwrap() >= first.run_at,
+        "attempt 2 waited for its run_at"
+    );
+    check_delay(&second, 2);
+    let dead = wait_for(&pool, id, Duration::from_secs(30), "died", |j| {
+        j.state.is_final()
+    })
+    .await;
+    assert_eq!((dead.state, dead.attempts), (JobState::Dead, 3));
+    assert_eq!(dead.errors.as_array().unwrap().len(), 3);
+    assert!(dead.last_error.unwrap().contains("attempt 3"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_lets_the_job_in_flight_finish_and_exits_0(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("term", PLAIN);
+    let daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &["--grace", "10s"]).await;
+    let id = enqueue(&pool, noop(json!({ "sleep_ms": 2000 }), 3)).await;
+    wait_for(&pool, id, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+
+    let asked = Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)).await, Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let row = job(&pool, id).await;
+    assert_eq!(
+        (row.state, row.runs, row.attempts),
+        (JobState::Done, 1, 1),
+        "{row:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_poisoned_payload_goes_dead_and_the_worker_carries_on(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("poison", PLAIN);
+    let poisoned = enqueue(&pool, noop(json!({ "sleep_ms": "soon" }), 3)).await;
+    let good: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(enqueue(&pool, noop(json!({}), 3)).await);
+        }
+        ids
+    };
+    let _daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &[]).await;
+
+    let dead = wait_for(&pool, poisoned, Duration::from_secs(10), "buried", |j| {
+        j.state.is_final()
+    })
+    .await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert!(dead.last_error.unwrap().contains("payload does not decode"));
+    for id in good {
+        let row = wait_for(&pool, id, Duration::from_secs(10), "done", |j| {
+            j.state.is_final()
+        })
+        .await;
+        assert_eq!(row.state, JobState::Done);
+    }
+    let later = enqueue(&pool, noop(json!({}), 3)).await;
+    wait_for(
+        &pool,
+        later,
+        Duration::from_secs(10),
+        "done after the poison",
+        |j| j.state == JobState::Done,
+    )
+    .await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_idle_daemon_picks_up_a_cli_job_within_a_second(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("idle", PLAIN);
+    let db = url_of(&pool);
+    let _daemon = Daemon::start(&db, &p100, &schedule, &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let out = Command::new(BIN)
+        .args(["enqueue", "noop", "--wait", "--json"])
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("enqueued job ").map(str::to_owned));
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(row["state"], "done", "{id:?} {row}");
+    let created: DateTime<Utc> = row["created_at"].as_str().unwrap().parse().unwrap();
+    let started: DateTime<Utc> = row["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started - created < chrono::Duration::seconds(1),
+        "picked up after {:?}",
+        started - created
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_tick_missed_while_every_replica_was_down_runs_once_at_start(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule(
+        "missed",
+        &format!(
+            "{PLAIN}\n[[schedules]]\nname = \"hourly\"\ncron = \"0 0 * * * *\"\nkind = \"noop\"\nargs = {{ label = \"hourly\" }}\n"
+        ),
+    );
+    let now = Utc::now().timestamp();
+    let last_hour = DateTime::from_timestamp(now - now % 3600, 0).unwrap();
+    sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at) VALUES ('hourly', $1)")
+        .bind(last_hour - chrono::Duration::hours(5))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let db = url_of(&pool);
+
+    let _a = Daemon::start(&db, &p100, &schedule, &[]).await;
+    let _b = Daemon::start(&db, &p100, &schedule, &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let ticks: Vec<(DateTime<Utc>,)> = sqlx::query_as(
+        "SELECT tick_at FROM schedule_ticks WHERE schedule = 'hourly' ORDER BY tick_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ticks.len(),
+        2,
+        "only the latest missed tick runs: {ticks:?}"
+    );
+    assert_eq!(ticks[1].0, last_hour);
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE payload->>'label' = 'hourly'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn operators_enqueue_dedup_retry_and_cancel_from_the_cli(pool: PgPool) {
+    migrate(&pool).await;
+    let db = url_of(&pool);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, first, _) = cli(&["enqueue", "noop", "--unit", "u-1", "--at", "1h", "--json"]);
+    assert_eq!(code, 0);
+    let (_, second, _) = cli(&["enqueue", "noop", "--unit", "u-1", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(first["id"], second["id"], "one live job per unit");
+    assert_eq!(second["created"], false);
+    let id = first["id"].as_i64().unwrap();
+    assert!(
+        job(&pool, id).await.run_at <= Utc::now(),
+        "brought forward to now"
+    );
+
+    let (code, _, err) = cli(&["jobs", "retry", &id.to_string()]);
+    assert_eq!(code, 2, "a pending job cannot be retried");
+    assert!(err.contains("is pending"), "{err}");
+    let (code, _, _) = cli(&["jobs", "cancel", &id.to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(job(&pool, id).await.state, JobState::Cancelled);
+    let (code, _, _) = cli(&["jobs", "retry", &id.to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(job(&pool, id).await.state, JobState::Pending);
+
+    let (code, out, _) = cli(&["jobs", "list", "--json", "--state", "pending"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &list[0];
+    for field in ["id", "kind", "state", "attempts", "run_at", "last_error"] {
+        assert!(
+            row.get(field).is_some(),
+            "jobs list --json lacks {field}: {row}"
+        );
+    }
+    let (code, _, err) = cli(&["enqueue", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown job kind"), "{err}");
+    let (code, _, err) = cli(&["enqueue", "noop", "--args", "{\"sleep_ms\": \"x\"}"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid arguments"), "{err}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn readyz_and_metrics_show_the_queue(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("metrics", PLAIN);
+    let daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &[]).await;
+    let id = enqueue(&pool, noop(json!({ "permanent_failure": true }), 3)).await;
+    wait_for(&pool, id, Duration::from_secs(10), "dead", |j| {
+        j.state == JobState::Dead
+    })
+    .await;
+
+    let ready: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/readyz", daemon.port))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"ready": true, "database": "ok", "migrations": "ok", "p100": "reachable"})
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", daemon.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"jobs{kind="noop",state="dead"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"job_outcomes_total{kind="noop",outcome="dead"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("job_duration_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("p100_request_duration_seconds"),
+        "the start-up credential check is measured: {metrics}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_rejected_api_key_stops_the_daemon_with_one_line(pool: PgPool) {
+    let p100 = sandbox().await;
+    // tokio's Command: the sandbox answers on this test's runtime, which must not be blocked.
+    let out = tokio::process::Command::new(BIN)
+        .arg("daemon")
+        .env("DATABASE_URL", url_of(&pool))
+        .env("P100_BASE_URL", p100.base_url())
+        .env("P100_API_KEY", "not-the-key-4711")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.contains("rejected the API key") && last.contains("xo2"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-key-4711"), "the key leaked: {err}");
+}
