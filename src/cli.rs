@@ -68,6 +68,9 @@ impl GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The ledger's own checks.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Apply database migrations.
     Migrate,
     /// Serve the built-in P100 sandbox until interrupted.
@@ -132,6 +135,12 @@ pub struct EnqueueArgs {
     /// The unit the job works on, for kinds that take one as `unit` (at most one live job per unit).
     #[arg(long, value_name = "UNIT")]
     pub unit: Option<String>,
+    /// The partner's history or balances (tx_sync, reconcile).
+    #[arg(long, conflicts_with = "user")]
+    pub partner: bool,
+    /// One user (tx_sync, kyc_poll, reconcile).
+    #[arg(long, value_name = "EXTERNAL_USER_ID")]
+    pub user: Option<String>,
     /// Not before this time: RFC 3339 (2026-11-26T02:00:00Z) or a delay from now (90s, 5m).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
@@ -149,6 +158,18 @@ pub struct EnqueueArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ledger` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Self-audit: every posting balanced, every maintained balance equal to its entries.
+    /// Exits 1 on any violation.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `jobs` subcommands.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
-use jobs::handler::{Job, Noop, handle};
+use jobs::handler::{Job, Noop, TxSync, handle};
 use jobs::kinds::Kind;
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
 
@@ -72,6 +72,9 @@ pub async fn run(
     for kind in kinds {
         monitor = match kind {
             Kind::Noop => register::<Noop>(monitor, &ctx, &notifier, options, queue_name(*kind)),
+            Kind::TxSync => {
+                register::<TxSync>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
         };
     }
     monitor

@@ -41,6 +41,22 @@ impl Job for Noop {
     }
 }
 
+/// `tx_sync`.
+pub struct TxSync;
+
+impl Job for TxSync {
+    type Args = crate::tx_sync::TxSyncArgs;
+    const KIND: Kind = Kind::TxSync;
+    fn unit(args: &Self::Args) -> Option<String> {
+        args.user
+            .clone()
+            .or_else(|| args.partner.then(|| "partner".to_owned()))
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::tx_sync::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

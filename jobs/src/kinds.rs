@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::KindLimits;
+use crate::tx_sync::TxSyncArgs;
 
 /// Every job kind this build runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -17,16 +18,19 @@ use crate::schedule::KindLimits;
 pub enum Kind {
     /// Does nothing (or what its arguments ask for): measurement and tests of the queue.
     Noop,
+    /// Copies P100 transaction history into the ledger (partner or one user).
+    TxSync,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: &'static [Kind] = &[Kind::Noop];
+    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync];
 
     /// The queue name.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Noop => "noop",
+            Kind::TxSync => "tx_sync",
         }
     }
 
@@ -46,22 +50,35 @@ impl Kind {
                 backoff_base: Duration::from_secs(5),
                 backoff_max: Duration::from_secs(300),
             },
+            Kind::TxSync => KindLimits {
+                timeout: Duration::from_secs(1800),
+                max_attempts: 8,
+                concurrency: 4,
+                max_deferrals: 50,
+                backoff_base: Duration::from_secs(10),
+                backoff_max: Duration::from_secs(3600),
+            },
         }
     }
 
     /// Checks that `args` decode as this kind's payload.
     pub fn validate_args(self, args: &serde_json::Value) -> Result<(), String> {
-        match self {
-            Kind::Noop => NoopArgs::deserialize(args)
-                .map(drop)
-                .map_err(|e| e.to_string()),
-        }
+        self.dedup_key(args).map(drop)
     }
 
     /// The unit a job of this kind works on, if at most one live job per unit is allowed.
     pub fn dedup_key(self, args: &serde_json::Value) -> Result<Option<String>, String> {
         match self {
             Kind::Noop => Ok(NoopArgs::deserialize(args).map_err(|e| e.to_string())?.unit),
+            Kind::TxSync => {
+                let owner = TxSyncArgs::deserialize(args)
+                    .map_err(|e| e.to_string())?
+                    .owner()?;
+                Ok(Some(match owner {
+                    ledger::Owner::Partner => "partner".to_owned(),
+                    ledger::Owner::User(id) => format!("user:{id}"),
+                }))
+            }
         }
     }
 }
@@ -113,7 +130,7 @@ mod tests {
     #[test]
     fn kind_names_are_stable() {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, vec!["noop"]);
+        assert_eq!(names, vec!["noop", "tx_sync"]);
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
         assert_eq!(Kind::parse("Noop"), None);
     }

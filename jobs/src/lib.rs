@@ -7,6 +7,7 @@
 //!
 //! Job catalogue:
 //! - `noop` ([`noop`]): no effect; measurement and queue tests.
+//! - `tx_sync` ([`tx_sync`]): partner or user transaction history into the ledger.
 
 #![warn(missing_docs)]
 
@@ -15,9 +16,12 @@ pub mod context;
 pub mod enqueue;
 pub mod handler;
 pub mod kinds;
+pub mod mapping;
 pub mod noop;
+pub mod p100_outcome;
 pub mod schedule;
 pub mod scheduler;
+pub mod tx_sync;
 
 pub use context::JobContext;
 pub use kinds::Kind;

@@ -38,13 +38,17 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     })?;
     let mut job_args: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
+    let Some(map) = job_args.as_object_mut() else {
+        return Err(UsageError("--args must be a JSON object".into()).into());
+    };
     if let Some(unit) = &args.unit {
-        match job_args.as_object_mut() {
-            Some(map) => {
-                map.insert("unit".to_owned(), serde_json::Value::String(unit.clone()));
-            }
-            None => return Err(UsageError("--args must be a JSON object".into()).into()),
-        }
+        map.insert("unit".to_owned(), serde_json::Value::String(unit.clone()));
+    }
+    if args.partner {
+        map.insert("partner".to_owned(), serde_json::Value::Bool(true));
+    }
+    if let Some(user) = &args.user {
+        map.insert("user".to_owned(), serde_json::Value::String(user.clone()));
     }
     let run_at = args.at.as_deref().map(parse_at).transpose()?;
     let wait_timeout = jobs::schedule::parse_duration(&args.wait_timeout)

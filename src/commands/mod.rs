@@ -12,6 +12,7 @@ pub mod daemon;
 mod demo;
 mod enqueue;
 mod jobs;
+mod ledger_verify;
 mod migrate;
 mod sandbox;
 
@@ -28,6 +29,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(settings.log_format, level);
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
+        Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
+            ledger_verify::run(&settings, json).await
+        }
         Command::Sandbox(args) => sandbox::run(&settings, args).await,
         Command::Balances(args) => balances::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,

@@ -6,7 +6,11 @@
 
 #![warn(missing_docs)]
 
+pub mod accounts;
+pub mod balances;
 pub mod owner;
+pub mod postings;
+pub mod provider;
 pub mod snapshots;
 
 pub use owner::Owner;

@@ -1,0 +1,212 @@
+//! From a P100 transaction to ledger entries: a pure function, tested by table.
+//!
+//! `amount` is the signed movement of the owner's P100 balance; `fee` is charged on top in the
+//! same currency (SPEC §8). So the owner's account moves by `amount − fee`, a counter-account
+//! chosen by the transaction's type takes `−amount`, and P100's fee account takes `fee`.
+
+use ledger::Owner;
+use ledger::accounts::{AccountKind, AccountRef};
+use ledger::postings::{NewEntry, NewPosting, PostingMeta, Source, Unbalanced};
+use ledger::provider::ObservedTx;
+
+/// The counter-account of a transaction type, or `None` for a type we do not know.
+pub fn counter_kind(kind: &str) -> Option<AccountKind> {
+    Some(match kind {
+        "DEPOSIT" | "WITHDRAWAL" | "SEPA_TRANSFER" | "CARD" => AccountKind::External,
+        "FEE" => AccountKind::P100Fees,
+        "INTERNAL_TRANSFER" => AccountKind::InternalClearing,
+        "EXCHANGE" => AccountKind::ExchangeClearing,
+        _ => return None,
+    })
+}
+
+/// The posting for a settled transaction under `key`; `Ok(None)` when it moves nothing.
+/// Unknown types are not guessed: the caller flags them.
+pub fn to_posting(
+    owner: &Owner,
+    tx: &ObservedTx,
+    key: String,
+) -> Result<Option<NewPosting>, Unbalanced> {
+    let Some(counter) = counter_kind(&tx.kind) else {
+        return Ok(None);
+    };
+    if tx.amount.is_zero() && tx.fee.is_zero() {
+        return Ok(None);
+    }
+    let currency = tx.currency.as_str();
+    let entries = vec![
+        NewEntry {
+            account: AccountRef::of(owner, currency),
+            amount: tx.amount - tx.fee,
+        },
+        NewEntry {
+            account: AccountRef::counter(counter, currency),
+            amount: -tx.amount,
+        },
+        NewEntry {
+            account: AccountRef::counter(AccountKind::P100Fees, currency),
+            amount: tx.fee,
+        },
+    ];
+    let meta = PostingMeta {
+        key,
+        source: Source::ProviderTransaction,
+        provider_tx_id: Some(tx.provider_tx_id.clone()),
+        provider_status: Some(tx.status.clone()),
+        description: format!(
+            "{} {} {} {}",
+            tx.kind,
+            tx.amount,
+            tx.currency,
+            tx.reference.as_deref().unwrap_or("")
+        ),
+        effective_at: tx.updated_at,
+    };
+    NewPosting::new(meta, entries).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    fn tx(kind: &str, amount: &str, fee: &str) -> ObservedTx {
+        ObservedTx {
+            provider_tx_id: "t".into(),
+            kind: kind.into(),
+            status: "COMPLETED".into(),
+            currency: "eur".into(),
+            amount: Decimal::from_str(amount).unwrap(),
+            fee: Decimal::from_str(fee).unwrap(),
+            reference: Some("ref".into()),
+            exchange_id: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            payload: serde_json::Value::Null,
+            payload_hash: String::new(),
+        }
+    }
+
+    /// (type, amount, fee) → the entries as (account kind, amount), in order.
+    fn check(owner: &Owner, kind: &str, amount: &str, fee: &str, expected: &[(AccountKind, &str)]) {
+        let posting = to_posting(owner, &tx(kind, amount, fee), "k".into())
+            .unwrap()
+            .unwrap();
+        let got: Vec<(AccountKind, String)> = posting
+            .entries()
+            .iter()
+            .map(|e| (e.account.kind, e.amount.to_string()))
+            .collect();
+        let expected: Vec<(AccountKind, String)> = expected
+            .iter()
+            .map(|(k, a)| (*k, (*a).to_owned()))
+            .collect();
+        assert_eq!(got, expected, "{kind} {amount} fee {fee}");
+    }
+
+    #[test]
+    fn every_documented_type_maps_to_balanced_entries() {
+        use AccountKind::*;
+        let user = Owner::User("u".into());
+        let partner = Owner::Partner;
+        check(
+            &user,
+            "DEPOSIT",
+            "100.00",
+            "0",
+            &[(User, "100.00"), (External, "-100.00")],
+        );
+        check(
+            &user,
+            "WITHDRAWAL",
+            "-0.005",
+            "0.0003",
+            &[(User, "-0.0053"), (External, "0.005"), (P100Fees, "0.0003")],
+        );
+        check(
+            &user,
+            "SEPA_TRANSFER",
+            "-500.00",
+            "1.00",
+            &[(User, "-501.00"), (External, "500.00"), (P100Fees, "1.00")],
+        );
+        check(
+            &partner,
+            "EXCHANGE",
+            "-100.00",
+            "1.49",
+            &[
+                (Partner, "-101.49"),
+                (ExchangeClearing, "100.00"),
+                (P100Fees, "1.49"),
+            ],
+        );
+        check(
+            &partner,
+            "EXCHANGE",
+            "0.00102",
+            "0",
+            &[(Partner, "0.00102"), (ExchangeClearing, "-0.00102")],
+        );
+        check(
+            &partner,
+            "INTERNAL_TRANSFER",
+            "-1500.00",
+            "0",
+            &[(Partner, "-1500.00"), (InternalClearing, "1500.00")],
+        );
+        check(
+            &user,
+            "INTERNAL_TRANSFER",
+            "1500.00",
+            "0",
+            &[(User, "1500.00"), (InternalClearing, "-1500.00")],
+        );
+        check(
+            &partner,
+            "FEE",
+            "-0.25",
+            "0",
+            &[(Partner, "-0.25"), (P100Fees, "0.25")],
+        );
+        check(
+            &user,
+            "CARD",
+            "-12.34",
+            "0",
+            &[(User, "-12.34"), (External, "12.34")],
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_empty_movements_are_not_posted() {
+        let user = Owner::User("u".into());
+        assert!(
+            to_posting(&user, &tx("CASHBACK", "1.00", "0"), "k".into())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            to_posting(&user, &tx("DEPOSIT", "0", "0"), "k".into())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn eight_decimals_stay_exact() {
+        let user = Owner::User("u".into());
+        check(
+            &user,
+            "DEPOSIT",
+            "0.00000001",
+            "0",
+            &[
+                (AccountKind::User, "0.00000001"),
+                (AccountKind::External, "-0.00000001"),
+            ],
+        );
+    }
+}

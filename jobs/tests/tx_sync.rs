@@ -1,0 +1,430 @@
+//! `tx_sync` against a real Postgres: random histories (property test) and the sandbox over
+//! HTTP (10k transactions over 100 pages, a P501 in the middle).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobs::tx_sync::{self, apply_page};
+use ledger::Owner;
+use ledger::accounts::AccountRef;
+use ledger::provider::ObservedTx;
+use p100_sandbox::{Fault, FaultKind, Sandbox, Scenario, TxSpec, TxStep, UserSpec};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_790_000_000 + seconds, 0).unwrap()
+}
+
+fn version(
+    id: usize,
+    kind: &str,
+    status: &str,
+    currency: &str,
+    amount: Decimal,
+    fee: Decimal,
+    step: i64,
+) -> ObservedTx {
+    let payload = serde_json::json!({ "id": id.to_string(), "status": status, "step": step });
+    ObservedTx {
+        provider_tx_id: format!("tx-{id}"),
+        kind: kind.into(),
+        status: status.into(),
+        currency: currency.into(),
+        amount,
+        fee,
+        reference: None,
+        exchange_id: None,
+        created_at: at(id as i64 * 10),
+        updated_at: at(id as i64 * 10 + step),
+        payload_hash: payload.to_string(),
+        payload,
+    }
+}
+
+/// One transaction's life: its fixed fields and the statuses it goes through.
+#[derive(Debug, Clone)]
+struct Life {
+    kind: &'static str,
+    currency: &'static str,
+    amount: Decimal,
+    fee: Decimal,
+    statuses: Vec<&'static str>,
+}
+
+fn life() -> impl Strategy<Value = Life> {
+    let kinds = prop::sample::select(vec![
+        "DEPOSIT",
+        "WITHDRAWAL",
+        "SEPA_TRANSFER",
+        "INTERNAL_TRANSFER",
+        "FEE",
+        "CARD",
+        "EXCHANGE",
+        "CASHBACK",
+    ]);
+    let paths = prop::sample::select(vec![
+        vec!["PENDING"],
+        vec!["COMPLETED"],
+        vec!["FAILED"],
+        vec!["PENDING", "COMPLETED"],
+        vec!["PENDING", "FAILED"],
+        vec!["COMPLETED", "FAILED"],
+        vec!["PENDING", "COMPLETED", "FAILED"],
+    ]);
+    (
+        kinds,
+        prop::sample::select(vec!["eur", "btc"]),
+        -10_000_000_000i64..10_000_000_000,
+        0u32..=8,
+        0i64..100_000,
+        paths,
+    )
+        .prop_map(
+            |(kind, currency, mantissa, scale, fee_units, statuses)| Life {
+                kind,
+                currency,
+                amount: Decimal::new(mantissa, scale),
+                fee: if fee_units % 3 == 0 {
+                    Decimal::ZERO
+                } else {
+                    Decimal::new(fee_units, 8)
+                },
+                statuses,
+            },
+        )
+}
+
+/// A history and how it is delivered: every version at least once, some twice, shuffled, in
+/// pages of random sizes.
+fn history() -> impl Strategy<Value = (Vec<Life>, Vec<usize>, Vec<usize>)> {
+    prop::collection::vec(life(), 1..25)
+        .prop_flat_map(|lives| {
+            let versions: usize = lives.iter().map(|l| l.statuses.len()).sum();
+            let order = Just((0..versions).collect::<Vec<_>>()).prop_shuffle();
+            let extra = prop::collection::vec(0..versions, 0..versions);
+            let sizes = prop::collection::vec(1usize..7, 1..10);
+            (
+                Just(lives),
+                (order, extra).prop_map(|(mut o, e)| {
+                    o.extend(e);
+                    o
+                }),
+                sizes,
+            )
+        })
+        .prop_flat_map(|(lives, delivery, sizes)| {
+            (Just(lives), Just(delivery).prop_shuffle(), Just(sizes))
+        })
+}
+
+async fn balances(pool: &PgPool, owner: &Owner) -> BTreeMap<String, Decimal> {
+    let mut out = BTreeMap::new();
+    for currency in ["eur", "btc"] {
+        let current = ledger::balances::current(pool, owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.currency == currency)
+            .map(|b| b.amount)
+            .unwrap_or_default();
+        let at_end =
+            ledger::balances::balance_at(pool, &AccountRef::of(owner, currency), at(1_000_000))
+                .await
+                .unwrap();
+        assert_eq!(
+            current, at_end,
+            "maintained balance equals the sum of entries"
+        );
+        out.insert(currency.to_owned(), current);
+    }
+    out
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn any_delivery_of_any_history_leaves_the_ledger_equal_to_p100s_completed_amounts(
+    pool: PgPool,
+) {
+    let mut runner = TestRunner::deterministic();
+    let strategy = history();
+    for case in 0..40 {
+        let (lives, delivery, sizes) = strategy.new_tree(&mut runner).unwrap().current();
+        let owner = Owner::User(format!("prop-{case}"));
+        let versions: Vec<ObservedTx> = lives
+            .iter()
+            .enumerate()
+            .flat_map(|(id, l)| {
+                l.statuses.iter().enumerate().map(move |(step, s)| {
+                    version(id, l.kind, s, l.currency, l.amount, l.fee, step as i64)
+                })
+            })
+            .collect();
+        let mut pages: Vec<Vec<ObservedTx>> = Vec::new();
+        let mut rest = delivery
+            .iter()
+            .map(|&i| versions[i].clone())
+            .collect::<Vec<_>>();
+        let mut size = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*size.next().unwrap()).min(rest.len());
+            pages.push(rest.drain(..n).collect());
+        }
+
+        // Each page is its own transaction: a restart between pages changes nothing.
+        for page in &pages {
+            apply_page(&pool, &owner, page.clone()).await.unwrap();
+        }
+
+        let mut expected: BTreeMap<String, Decimal> = [
+            ("eur".to_owned(), Decimal::ZERO),
+            ("btc".to_owned(), Decimal::ZERO),
+        ]
+        .into();
+        for l in &lives {
+            if *l.statuses.last().unwrap() == "COMPLETED" && l.kind != "CASHBACK" {
+                *expected.get_mut(l.currency).unwrap() += l.amount - l.fee;
+            }
+        }
+        let got = balances(&pool, &owner).await;
+        assert_eq!(got, expected, "case {case}: {lives:?}");
+
+        let postings: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        for page in &pages {
+            apply_page(&pool, &owner, page.clone()).await.unwrap();
+        }
+        let again: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            again, postings,
+            "case {case}: syncing again posted something"
+        );
+        assert_eq!(balances(&pool, &owner).await, expected);
+
+        let unknown: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_transactions WHERE external_user_id = $1 AND 'unknown_type' = ANY(flags)")
+            .bind(format!("prop-{case}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            unknown as usize,
+            lives.iter().filter(|l| l.kind == "CASHBACK").count(),
+            "unknown types are kept and flagged"
+        );
+    }
+    let (_, _, violations) = ledger::balances::verify(&pool).await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn exact_at_eight_decimals_and_point_one_plus_point_two(pool: PgPool) {
+    let owner = Owner::User("exact".into());
+    let d = |s: &str| Decimal::from_str(s).unwrap();
+    let page = vec![
+        version(1, "DEPOSIT", "COMPLETED", "eur", d("0.1"), d("0"), 0),
+        version(2, "DEPOSIT", "COMPLETED", "eur", d("0.2"), d("0"), 0),
+        version(3, "DEPOSIT", "COMPLETED", "btc", d("0.00000001"), d("0"), 0),
+        version(
+            4,
+            "WITHDRAWAL",
+            "COMPLETED",
+            "btc",
+            d("-0.00000003"),
+            d("0.00000001"),
+            0,
+        ),
+    ];
+    apply_page(&pool, &owner, page).await.unwrap();
+    let b = balances(&pool, &owner).await;
+    assert_eq!(b["eur"].to_string(), "0.3");
+    assert_eq!(b["btc"].to_string(), "-0.00000003");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_changed_payload_with_the_same_status_is_recorded_and_flagged(pool: PgPool) {
+    let owner = Owner::Partner;
+    let first = version(
+        1,
+        "DEPOSIT",
+        "COMPLETED",
+        "eur",
+        Decimal::ONE,
+        Decimal::ZERO,
+        0,
+    );
+    let mut changed = first.clone();
+    changed.amount = Decimal::TWO;
+    changed.payload = serde_json::json!({"changed": true});
+    changed.payload_hash = "other".into();
+    changed.updated_at = first.updated_at + chrono::Duration::seconds(1);
+    apply_page(&pool, &owner, vec![first]).await.unwrap();
+    apply_page(&pool, &owner, vec![changed]).await.unwrap();
+
+    let events: Vec<(String,)> =
+        sqlx::query_as("SELECT change FROM provider_transaction_events ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        vec![("new".to_owned(),), ("payload_change".to_owned(),)]
+    );
+    let flags: Vec<String> = sqlx::query_scalar("SELECT unnest(flags) FROM provider_transactions")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(flags, vec!["payload_changed"]);
+    assert_eq!(
+        balances(&pool, &owner).await["eur"],
+        Decimal::ONE,
+        "the posted amount is not silently rewritten"
+    );
+}
+
+fn sandbox_user(n: usize) -> UserSpec {
+    let transactions = (0..n)
+        .map(|i| TxSpec {
+            id: Some(format!("h-{i:05}")),
+            kind: ["DEPOSIT", "WITHDRAWAL", "CARD", "FEE"][i % 4].into(),
+            status: if i % 17 == 0 {
+                "PENDING".into()
+            } else {
+                "COMPLETED".into()
+            },
+            currency: if i % 5 == 0 {
+                "btc".into()
+            } else {
+                "eur".into()
+            },
+            amount: if i % 4 == 0 {
+                Decimal::new(10_000 + i as i64, 2)
+            } else {
+                Decimal::new(-(i as i64 % 900) - 1, if i % 5 == 0 { 8 } else { 2 })
+            },
+            fee: if i % 4 == 1 {
+                Decimal::new(25, 2)
+            } else {
+                Decimal::ZERO
+            },
+            steps: if i % 170 == 0 {
+                vec![TxStep {
+                    status: "COMPLETED".into(),
+                    after_polls: Some(1_000_000),
+                    after_seconds: None,
+                }]
+            } else {
+                vec![]
+            },
+            ..TxSpec::default()
+        })
+        .collect();
+    UserSpec {
+        external_user_id: "heavy".into(),
+        transactions,
+        ..UserSpec::default()
+    }
+}
+
+fn client(base: &str) -> p100::Client {
+    let mut config = p100::Config::new(
+        base.parse().unwrap(),
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::new(10_000).unwrap();
+    p100::Client::new(config).unwrap()
+}
+
+async fn ledger_matches_p100(pool: &PgPool, client: &p100::Client, owner: &Owner) {
+    let p100_balances = client
+        .balances(&jobs::balances::scope_of(owner))
+        .await
+        .unwrap();
+    let ledger = ledger::balances::current(pool, owner).await.unwrap();
+    for b in p100_balances.all() {
+        let ours = ledger
+            .iter()
+            .find(|l| l.currency == b.name.as_str())
+            .map(|l| l.amount)
+            .unwrap_or_default();
+        assert_eq!(ours, b.amount, "{owner} {}", b.name);
+    }
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_a_p501(
+    pool: PgPool,
+) {
+    let sandbox = Sandbox::from_scenario(Scenario {
+        users: vec![sandbox_user(10_000)],
+        ..Scenario::default()
+    })
+    .spawn()
+    .await
+    .unwrap();
+    let client = client(&sandbox.base_url());
+    let owner = Owner::User("heavy".into());
+    sandbox.sandbox().add_fault(
+        Fault::new("/v1/user/transactions", FaultKind::P501)
+            .skip(36)
+            .times(1),
+    );
+
+    let err = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("P501"), "{err}");
+    let partial: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        partial, 3_600,
+        "36 pages were committed with their cursor before page 37 failed"
+    );
+
+    let summary = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+        .await
+        .unwrap();
+    assert_eq!(summary.pages, 100);
+    let (stored, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT provider_tx_id) FROM provider_transactions",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (stored, distinct),
+        (10_000, 10_000),
+        "no gaps, no duplicates"
+    );
+    let posted: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM provider_transactions WHERE status = 'COMPLETED'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(posted, completed, "one posting per completed transaction");
+    ledger_matches_p100(&pool, &client, &owner).await;
+
+    let again = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.totals.new, again.totals.posted),
+        (0, 0),
+        "a second sync changes nothing"
+    );
+    let _ = Duration::ZERO;
+}
