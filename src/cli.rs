@@ -71,6 +71,9 @@ pub enum Command {
     /// The ledger's own checks.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Users to follow.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Apply database migrations.
     Migrate,
     /// Serve the built-in P100 sandbox until interrupted.
@@ -160,6 +163,17 @@ pub struct EnqueueArgs {
     pub json: bool,
 }
 
+/// `users` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Start following users (history sync sweeps; later KYC and balances).
+    Track {
+        /// The partner's ids of the users (externalUserId).
+        #[arg(required = true, value_name = "EXTERNAL_USER_ID")]
+        ids: Vec<String>,
+    },
+}
+
 /// `ledger` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
@@ -217,6 +231,20 @@ pub struct JobIdArgs {
 pub enum BenchCommand {
     /// No-op jobs through the project's queue, against a raw batched SKIP LOCKED loop.
     Queue(BenchQueueArgs),
+    /// Generated P100 history synced into the ledger through the real client and job, against
+    /// a raw COPY of the same rows into the same tables. Runs in a scratch database it drops.
+    Ingest(BenchIngestArgs),
+}
+
+/// `bench ingest` arguments.
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// Transactions to generate and sync.
+    #[arg(long, default_value_t = 100_000)]
+    pub transactions: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// `bench queue` arguments.

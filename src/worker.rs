@@ -7,7 +7,7 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
-use jobs::handler::{Job, Noop, TxSync, handle};
+use jobs::handler::{Job, Noop, SyncSweep, TxSync, handle};
 use jobs::kinds::Kind;
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
 
@@ -74,6 +74,9 @@ pub async fn run(
             Kind::Noop => register::<Noop>(monitor, &ctx, &notifier, options, queue_name(*kind)),
             Kind::TxSync => {
                 register::<TxSync>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::SyncSweep => {
+                register::<SyncSweep>(monitor, &ctx, &notifier, options, queue_name(*kind))
             }
         };
     }

@@ -124,3 +124,33 @@ async fn the_demo_reads_every_balance_through_the_client_and_stores_them(pool: s
         .unwrap();
     assert_eq!(stored as usize, rows.as_array().unwrap().len());
 }
+
+#[sqlx::test(migrations = false)]
+async fn ledger_verify_passes_a_consistent_ledger_and_fails_a_drifted_one(pool: sqlx::PgPool) {
+    let url = url_of(&pool);
+    let verify = move || {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                run(bin().args(["ledger", "verify"]).env("DATABASE_URL", url))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (code, out, err) = verify().await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("the ledger is consistent"), "{out}");
+
+    sqlx::query("INSERT INTO ledger_accounts (owner_kind, currency) VALUES ('partner', 'eur')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ledger_accounts SET balance = 1.5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, _) = verify().await;
+    assert_eq!(code, 1);
+    assert!(out.contains("holds 1.5 but its entries sum to 0"), "{out}");
+}

@@ -57,6 +57,20 @@ impl Job for TxSync {
     }
 }
 
+/// `sync_sweep`.
+pub struct SyncSweep;
+
+impl Job for SyncSweep {
+    type Args = crate::sync_sweep::SyncSweepArgs;
+    const KIND: Kind = Kind::SyncSweep;
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::sync_sweep::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

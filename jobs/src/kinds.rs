@@ -20,17 +20,20 @@ pub enum Kind {
     Noop,
     /// Copies P100 transaction history into the ledger (partner or one user).
     TxSync,
+    /// Enqueues `tx_sync` for tracked users, spread over time.
+    SyncSweep,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync];
+    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync, Kind::SyncSweep];
 
     /// The queue name.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Noop => "noop",
             Kind::TxSync => "tx_sync",
+            Kind::SyncSweep => "sync_sweep",
         }
     }
 
@@ -58,6 +61,14 @@ impl Kind {
                 backoff_base: Duration::from_secs(10),
                 backoff_max: Duration::from_secs(3600),
             },
+            Kind::SyncSweep => KindLimits {
+                timeout: Duration::from_secs(120),
+                max_attempts: 3,
+                concurrency: 1,
+                max_deferrals: 5,
+                backoff_base: Duration::from_secs(30),
+                backoff_max: Duration::from_secs(600),
+            },
         }
     }
 
@@ -78,6 +89,11 @@ impl Kind {
                     ledger::Owner::Partner => "partner".to_owned(),
                     ledger::Owner::User(id) => format!("user:{id}"),
                 }))
+            }
+            // One live sweep at a time.
+            Kind::SyncSweep => {
+                crate::sync_sweep::SyncSweepArgs::deserialize(args).map_err(|e| e.to_string())?;
+                Ok(Some("sweep".to_owned()))
             }
         }
     }
@@ -130,7 +146,7 @@ mod tests {
     #[test]
     fn kind_names_are_stable() {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, vec!["noop", "tx_sync"]);
+        assert_eq!(names, vec!["noop", "tx_sync", "sync_sweep"]);
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
         assert_eq!(Kind::parse("Noop"), None);
     }

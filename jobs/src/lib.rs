@@ -8,6 +8,7 @@
 //! Job catalogue:
 //! - `noop` ([`noop`]): no effect; measurement and queue tests.
 //! - `tx_sync` ([`tx_sync`]): partner or user transaction history into the ledger.
+//! - `sync_sweep` ([`sync_sweep`]): `tx_sync` for tracked users, spread over time.
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod noop;
 pub mod p100_outcome;
 pub mod schedule;
 pub mod scheduler;
+pub mod sync_sweep;
 pub mod tx_sync;
 
 pub use context::JobContext;

@@ -428,3 +428,40 @@ async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_
     );
     let _ = Duration::ZERO;
 }
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn the_sweep_spreads_one_sync_per_tracked_user_over_its_interval(pool: PgPool) {
+    let users: Vec<String> = (0..4).map(|i| format!("sweep-{i}")).collect();
+    ledger::users::track(&pool, &users, "test").await.unwrap();
+    let ctx = jobs::JobContext {
+        pool: pool.clone(),
+        p100: None,
+        schedule: std::sync::Arc::new(jobs::schedule::ScheduleFile::default()),
+    };
+    let args = jobs::sync_sweep::SyncSweepArgs {
+        v: 0,
+        max_users: 10,
+        spread_seconds: 400,
+    };
+
+    let outcome = jobs::sync_sweep::run(&ctx, args.clone()).await;
+    assert_eq!(outcome.label(), "done", "{outcome:?}");
+    jobs::sync_sweep::run(&ctx, args).await;
+
+    let rows: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT dedup_key, run_at FROM jobs WHERE kind = 'tx_sync' ORDER BY run_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows.len(),
+        4,
+        "one live tx_sync per user, even after a second sweep"
+    );
+    assert!(rows.iter().all(|(key, _)| key.starts_with("user:sweep-")));
+    let spread = rows[3].1 - rows[0].1;
+    assert!(
+        spread >= chrono::Duration::seconds(299) && spread <= chrono::Duration::seconds(301),
+        "{spread:?}"
+    );
+}

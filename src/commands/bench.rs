@@ -11,7 +11,7 @@ use jobs::schedule::{KindLimits, ScheduleFile};
 use queue::NewJob;
 
 use crate::UsageError;
-use crate::cli::{BenchCommand, BenchQueueArgs};
+use crate::cli::{BenchCommand, BenchIngestArgs, BenchQueueArgs};
 use crate::settings::Settings;
 use crate::worker::{self, WorkerOptions};
 
@@ -23,6 +23,7 @@ const ENQUEUE_CHUNK: usize = 5_000;
 pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Queue(args) => queue_bench(settings, args).await,
+        BenchCommand::Ingest(args) => ingest_bench(settings, args).await,
     }
 }
 
@@ -210,4 +211,133 @@ async fn cleanup(pool: &ledger::PgPool) -> anyhow::Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+async fn ingest_bench(settings: &Settings, args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
+    if args.transactions == 0 {
+        return Err(UsageError("--transactions must be at least 1".into()).into());
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    // The ledger is append-only, so the benchmark works in a scratch database it drops.
+    let admin = crate::db::connect(url, 1).await?;
+    let scratch = format!("p100_recon_bench_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {scratch}")))
+        .execute(&admin)
+        .await?;
+    let mut scratch_url = url::Url::parse(url)?;
+    scratch_url.set_path(&scratch);
+    let result = ingest_in(scratch_url.as_str(), &args).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
+    let line = result?;
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_json::Value> {
+    let pool = crate::db::connect(url, 4).await?;
+    crate::db::migrate(&pool).await?;
+    let sandbox = p100_sandbox::Sandbox::generated(p100_sandbox::GeneratorConfig {
+        seed: args.seed,
+        users: 1,
+        transactions: 0,
+        partner_transactions: args.transactions,
+        ..p100_sandbox::GeneratorConfig::default()
+    })
+    .spawn()
+    .await?;
+    let mut config = p100::Config::new(
+        sandbox.base_url().parse()?,
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    // No rate limit: the benchmark measures our side.
+    config.max_rps = std::num::NonZeroU32::MAX;
+    let client = p100::Client::new(config)?;
+
+    let started = Instant::now();
+    let summary = jobs::tx_sync::sync(
+        &client,
+        &pool,
+        &ledger::Owner::Partner,
+        jobs::tx_sync::DEFAULT_OVERLAP,
+    )
+    .await?;
+    let sync_secs = started.elapsed().as_secs_f64();
+    let peak_rss_mb = peak_rss_mb();
+    if summary.totals.rows != args.transactions {
+        anyhow::bail!(
+            "benchmark invalid: synced {} rows of {}",
+            summary.totals.rows,
+            args.transactions
+        );
+    }
+    drop(sandbox);
+
+    // Baseline: the same rows COPYed into the same tables (as another owner, with fresh keys).
+    let mut conn = pool.acquire().await?;
+    let offset: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM ledger_postings")
+        .fetch_one(&mut *conn)
+        .await?;
+    let exports = [
+        (
+"COPY (SELECT 'user', 'copy-baseline', provider_tx_id, kind, status, currency, amount, fee, reference, exchange_id, \
+                 created_at, updated_at, payload, payload_hash, ledger_state, flags FROM provider_transactions) TO STDOUT".to_owned(),
+            "COPY provider_transactions (owner_kind, external_user_id, provider_tx_id, kind, status, currency, amount, fee, \
+             reference, exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags) FROM STDIN",
+        ),
+        (
+            format!(
+                "COPY (SELECT id + {offset}, 'copy:' || idempotency_key, source, provider_tx_id, provider_status, description, \
+                 effective_at FROM ledger_postings) TO STDOUT"
+            ),
+            "COPY ledger_postings (id, idempotency_key, source, provider_tx_id, provider_status, description, effective_at) FROM STDIN",
+        ),
+        (
+            format!(
+                "COPY (SELECT posting_id + {offset}, account_id, currency, amount, effective_at FROM ledger_entries) TO STDOUT"
+            ),
+            "COPY ledger_entries (posting_id, account_id, currency, amount, effective_at) FROM STDIN",
+        ),
+    ];
+    let mut data = Vec::new();
+    for (export, _) in &exports {
+        let mut bytes = Vec::new();
+        let mut stream = conn.copy_out_raw(export).await?;
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        drop(stream);
+        data.push(bytes);
+    }
+    let started = Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    for ((_, import), bytes) in exports.iter().zip(&data) {
+        let mut copy = tx.copy_in_raw(import).await?;
+        copy.send(bytes.as_slice()).await?;
+        copy.finish().await?;
+    }
+    tx.commit().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+
+    let per_s = |secs: f64| (args.transactions as f64 / secs).round();
+    Ok(serde_json::json!({
+        "transactions": args.transactions,
+        "tx_per_s": per_s(sync_secs),
+        "copy_tx_per_s": per_s(copy_secs),
+        "ratio_to_copy": ((copy_secs / sync_secs) * 100.0).round() / 100.0,
+        "peak_rss_mb": peak_rss_mb,
+        "pages": summary.pages,
+        "postings": summary.totals.posted,
+    }))
 }

@@ -15,6 +15,7 @@ mod jobs;
 mod ledger_verify;
 mod migrate;
 mod sandbox;
+mod users;
 
 /// Runs one command line. Errors wrapping [`UsageError`] mean exit status 2.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(settings.log_format, level);
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
+        Command::Users(command) => users::run(&settings, command).await,
         Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
             ledger_verify::run(&settings, json).await
         }

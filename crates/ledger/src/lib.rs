@@ -12,6 +12,7 @@ pub mod owner;
 pub mod postings;
 pub mod provider;
 pub mod snapshots;
+pub mod users;
 
 pub use owner::Owner;
 pub use sqlx::{PgPool, Postgres, Transaction};

@@ -99,7 +99,7 @@ pub async fn load_for_update(
         r#"
         SELECT provider_tx_id, status, updated_at, payload_hash, ledger_state, flags
           FROM provider_transactions
-         WHERE owner_kind = $1 AND external_user_id IS NOT DISTINCT FROM $2 AND provider_tx_id = ANY($3)
+         WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '') AND provider_tx_id = ANY($3)
          FOR UPDATE
         "#,
     )
@@ -182,7 +182,7 @@ pub async fn store_changes(
               FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[], $9::text[],
                           $10::text[], $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::text[], $15::text[], $16::text[])
                    AS u(id, kind, status, currency, amount, fee, ref, exid, created, updated, payload, hash, state, flags)
-            ON CONFLICT (owner_kind, external_user_id, provider_tx_id) DO UPDATE SET
+            ON CONFLICT (provider_tx_id, owner_kind, (COALESCE(external_user_id, ''))) DO UPDATE SET
                 kind = EXCLUDED.kind, status = EXCLUDED.status, currency = EXCLUDED.currency,
                 amount = EXCLUDED.amount, fee = EXCLUDED.fee, reference = EXCLUDED.reference,
                 exchange_id = EXCLUDED.exchange_id, created_at = EXCLUDED.created_at,
@@ -226,7 +226,7 @@ pub async fn touch(conn: &mut PgConnection, owner: &Owner, ids: &[&str]) -> Resu
         return Ok(());
     }
     sqlx::query(
-        "UPDATE provider_transactions SET last_seen_at = now() WHERE owner_kind = $1 AND external_user_id IS NOT DISTINCT FROM $2 AND provider_tx_id = ANY($3)",
+        "UPDATE provider_transactions SET last_seen_at = now() WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '') AND provider_tx_id = ANY($3)",
     )
     .bind(owner.kind())
     .bind(owner.external_user_id())

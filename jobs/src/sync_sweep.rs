@@ -1,0 +1,72 @@
+//! `sync_sweep`: enqueues `tx_sync` for the tracked users synced longest ago, spread over the
+//! sweep's interval so P100 sees an even load within `P100_MAX_RPS`.
+//!
+//! Scheduled (jobs/schedule.toml). Safe to run twice: each user has at most one live
+//! `tx_sync`, so a second sweep only brings existing jobs forward to their new slot or later.
+
+use chrono::Utc;
+use queue::Outcome;
+use serde::{Deserialize, Serialize};
+
+use crate::context::JobContext;
+use crate::kinds::Kind;
+use crate::tx_sync::TxSyncArgs;
+
+/// Payload of `sync_sweep`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncSweepArgs {
+    /// Payload version.
+    #[serde(default)]
+    pub v: u32,
+    /// Users per sweep. Budget: with `P100_MAX_RPS` = r, a sweep every s seconds may spend
+    /// r × s requests; one user costs one request per page of new history.
+    #[serde(default = "default_max_users")]
+    pub max_users: i64,
+    /// Seconds over which the users' syncs are spread (the sweep's interval).
+    #[serde(default = "default_spread")]
+    pub spread_seconds: u64,
+}
+
+fn default_max_users() -> i64 {
+    1000
+}
+
+fn default_spread() -> u64 {
+    600
+}
+
+/// Runs one sweep.
+pub async fn run(ctx: &JobContext, args: SyncSweepArgs) -> Outcome {
+    let users = match ledger::users::due_for_sync(&ctx.pool, args.max_users.max(0)).await {
+        Ok(users) => users,
+        Err(e) => return Outcome::retry(e.to_string()),
+    };
+    let n = users.len().max(1) as u64;
+    let step_ms = args.spread_seconds.saturating_mul(1000) / n;
+    let now = Utc::now();
+    let mut jobs = Vec::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        let sync = TxSyncArgs {
+            user: Some(user.clone()),
+            ..TxSyncArgs::default()
+        };
+        let at = now + chrono::Duration::milliseconds((step_ms * i as u64) as i64);
+        match crate::enqueue::new_job(
+            Kind::TxSync,
+            serde_json::to_value(&sync).unwrap_or_default(),
+            &ctx.schedule,
+            Some(at),
+        ) {
+            Ok(job) => jobs.push(job),
+            Err(e) => {
+                tracing::error!(user.id = %user, error = %e, "cannot build a tx_sync for tracked user {user}: {e}")
+            }
+        }
+    }
+    match queue::store::enqueue_many(&ctx.pool, &jobs).await {
+        Ok(added) => Outcome::Done(
+            serde_json::json!({ "due": users.len(), "enqueued": added, "spread_seconds": args.spread_seconds }),
+        ),
+        Err(e) => Outcome::retry(e.to_string()),
+    }
+}
