@@ -166,11 +166,28 @@ pub struct EnqueueArgs {
 /// `users` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Start following users (history sync sweeps; later KYC and balances).
+    /// Start following users: their KYC is polled and their history synced by the sweeps.
     Track {
         /// The partner's ids of the users (externalUserId).
         #[arg(required = true, value_name = "EXTERNAL_USER_ID")]
         ids: Vec<String>,
+    },
+    /// Tracked users with their KYC as last seen.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One user's KYC and its history.
+    Show {
+        /// The user (externalUserId).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

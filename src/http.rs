@@ -10,18 +10,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// What `/readyz` knows about P100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum P100State {
-    /// The last check answered.
-    Reachable = 0,
-    /// P100 could not be reached (jobs retry with backoff).
-    Unreachable = 1,
-    /// P100 rejected the key: an operator must act.
-    AuthFailed = 2,
-}
-
 /// Shared state of the endpoint.
 #[derive(Clone)]
 pub struct HttpState {
@@ -29,15 +17,8 @@ pub struct HttpState {
     pub pool: ledger::PgPool,
     /// The Prometheus recorder's renderer.
     pub metrics: PrometheusHandle,
-    /// P100 as last seen.
+    /// P100 as last seen, shared with the jobs ([`jobs::context::P100Health`] values).
     pub p100: Arc<AtomicU8>,
-}
-
-impl HttpState {
-    /// Records what the last P100 check found.
-    pub fn set_p100(&self, state: P100State) {
-        self.p100.store(state as u8, Ordering::Relaxed);
-    }
 }
 
 /// The router.

@@ -71,6 +71,20 @@ impl Job for SyncSweep {
     }
 }
 
+/// `kyc_poll`.
+pub struct KycPoll;
+
+impl Job for KycPoll {
+    type Args = crate::kyc_poll::KycPollArgs;
+    const KIND: Kind = Kind::KycPoll;
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.user.clone())
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::kyc_poll::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

@@ -22,11 +22,13 @@ pub enum Kind {
     TxSync,
     /// Enqueues `tx_sync` for tracked users, spread over time.
     SyncSweep,
+    /// Follows one user through P100's KYC.
+    KycPoll,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync, Kind::SyncSweep];
+    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync, Kind::SyncSweep, Kind::KycPoll];
 
     /// The queue name.
     pub fn name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Noop => "noop",
             Kind::TxSync => "tx_sync",
             Kind::SyncSweep => "sync_sweep",
+            Kind::KycPoll => "kyc_poll",
         }
     }
 
@@ -59,6 +62,15 @@ impl Kind {
                 concurrency: 4,
                 max_deferrals: 50,
                 backoff_base: Duration::from_secs(10),
+                backoff_max: Duration::from_secs(3600),
+            },
+            // A 401 defers every poll until the key is fixed: deferrals must outlast that.
+            Kind::KycPoll => KindLimits {
+                timeout: Duration::from_secs(60),
+                max_attempts: 10,
+                concurrency: 16,
+                max_deferrals: 10_000,
+                backoff_base: Duration::from_secs(30),
                 backoff_max: Duration::from_secs(3600),
             },
             Kind::SyncSweep => KindLimits {
@@ -89,6 +101,14 @@ impl Kind {
                     ledger::Owner::Partner => "partner".to_owned(),
                     ledger::Owner::User(id) => format!("user:{id}"),
                 }))
+            }
+            Kind::KycPoll => {
+                let args =
+                    crate::kyc_poll::KycPollArgs::deserialize(args).map_err(|e| e.to_string())?;
+                if args.user.trim().is_empty() {
+                    return Err("kyc_poll needs \"user\": \"<externalUserId>\"".to_owned());
+                }
+                Ok(Some(format!("user:{}", args.user)))
             }
             // One live sweep at a time.
             Kind::SyncSweep => {
@@ -146,7 +166,7 @@ mod tests {
     #[test]
     fn kind_names_are_stable() {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, vec!["noop", "tx_sync", "sync_sweep"]);
+        assert_eq!(names, vec!["noop", "tx_sync", "sync_sweep", "kyc_poll"]);
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
         assert_eq!(Kind::parse("Noop"), None);
     }

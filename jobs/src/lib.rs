@@ -9,6 +9,7 @@
 //! - `noop` ([`noop`]): no effect; measurement and queue tests.
 //! - `tx_sync` ([`tx_sync`]): partner or user transaction history into the ledger.
 //! - `sync_sweep` ([`sync_sweep`]): `tx_sync` for tracked users, spread over time.
+//! - `kyc_poll` ([`kyc_poll`]): one user's KYC, re-polled with a growing delay.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod context;
 pub mod enqueue;
 pub mod handler;
 pub mod kinds;
+pub mod kyc_poll;
 pub mod mapping;
 pub mod noop;
 pub mod p100_outcome;

@@ -437,6 +437,7 @@ async fn the_sweep_spreads_one_sync_per_tracked_user_over_its_interval(pool: PgP
         pool: pool.clone(),
         p100: None,
         schedule: std::sync::Arc::new(jobs::schedule::ScheduleFile::default()),
+        p100_health: std::sync::Arc::default(),
     };
     let args = jobs::sync_sweep::SyncSweepArgs {
         v: 0,

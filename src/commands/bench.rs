@@ -71,6 +71,7 @@ async fn queue_bench(settings: &Settings, args: BenchQueueArgs) -> anyhow::Resul
             kinds,
             schedules: vec![],
         }),
+        p100_health: Arc::default(),
     };
     let options = WorkerOptions {
         workers_per_kind: args.workers,

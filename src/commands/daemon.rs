@@ -15,9 +15,10 @@ use tokio::sync::watch;
 
 use crate::UsageError;
 use crate::cli::DaemonArgs;
-use crate::http::{HttpState, P100State};
+use crate::http::HttpState;
 use crate::settings::Settings;
 use crate::worker::{self, WorkerOptions};
+use jobs::context::P100Health;
 
 /// The schedule file shipped with the binary, used when `jobs/schedule.toml` is not present.
 pub const DEFAULT_SCHEDULE: &str = include_str!("../../jobs/schedule.toml");
@@ -76,7 +77,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     // The credentials are checked once, here: a rejected key ends the daemon before any job
     // burns its attempts on it.
     let p100_state = match client.balances(&p100::Scope::Partner).await {
-        Ok(_) => P100State::Reachable,
+        Ok(_) => P100Health::Reachable,
         Err(e) if e.class == p100::ErrorClass::Auth => {
             anyhow::bail!(
                 "P100 rejected the API key at {} ({}): check P100_API_KEY and, in production, the IP allow-list",
@@ -86,7 +87,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         }
         Err(e) => {
             tracing::warn!(error = %e, "P100 is not answering at start; jobs will retry with backoff");
-            P100State::Unreachable
+            P100Health::Unreachable
         }
     };
 
@@ -103,10 +104,11 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     )
     .await?;
 
+    let health = Arc::new(AtomicU8::new(p100_state as u8));
     let http_state = HttpState {
         pool: pool.clone(),
         metrics,
-        p100: Arc::new(AtomicU8::new(p100_state as u8)),
+        p100: health.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -152,6 +154,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         pool: pool.clone(),
         p100: Some(client),
         schedule,
+        p100_health: health,
     };
     let stop_for_signal = stop_tx.clone();
     let grace = options.grace;

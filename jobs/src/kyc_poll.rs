@@ -1,0 +1,187 @@
+//! `kyc_poll`: follows one user through P100's KYC.
+//!
+//! Each run asks P100 once, records the user's KYC (a history row whenever it changed), and
+//! says when to ask again: from a minute, doubling to an hour, while the attempt is `PENDING`
+//! or `VERIFICATION`; daily once `VERIFIED` (to catch `EXPIRED`); every six hours while P100
+//! has no verification for the user (P445). `REJECTED_BY_PROVIDER` and `EXPIRED` end the job;
+//! so does P412 (the user is flagged unknown at P100). A rejected API key (401) pauses every
+//! `kyc_poll` of the process without spending attempts, and shows in `/readyz`. Read-only at
+//! P100, so running twice is harmless.
+
+use std::time::Duration;
+
+use ledger::users::KycObservation;
+use p100::ErrorClass;
+use p100::enums::{KycAttemptStatus, KycStatus};
+use queue::Outcome;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{JobContext, P100Health};
+
+/// First re-poll delay while verification is in progress.
+pub const FIRST_DELAY: Duration = Duration::from_secs(60);
+/// Longest re-poll delay while verification is in progress.
+pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+/// Re-check of verified users (to catch `EXPIRED`).
+pub const VERIFIED_RECHECK: Duration = Duration::from_secs(24 * 3600);
+/// Re-check of users P100 has no verification for (P445).
+pub const NO_VERIFICATION_RECHECK: Duration = Duration::from_secs(6 * 3600);
+/// Re-check after a value P100 does not document.
+pub const UNKNOWN_RECHECK: Duration = Duration::from_secs(3600);
+/// How long the kind pauses after P100 rejected the key.
+pub const AUTH_PAUSE: Duration = Duration::from_secs(300);
+
+/// Payload of `kyc_poll`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KycPollArgs {
+    /// Payload version.
+    #[serde(default)]
+    pub v: u32,
+    /// The user (externalUserId).
+    pub user: String,
+}
+
+/// The delay after the n-th poll in a row that found the verification in progress.
+pub fn in_progress_delay(pending_polls: u32) -> Duration {
+    let exponent = pending_polls.saturating_sub(1).min(16);
+    FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY)
+}
+
+/// What to do after P100 answered with a status.
+fn next_step(
+    status: &KycStatus,
+    attempt: &KycAttemptStatus,
+    pending_polls: u32,
+) -> Option<Duration> {
+    match (status, attempt) {
+        (KycStatus::Expired, _) => None,
+        (_, KycAttemptStatus::RejectedByProvider) => None,
+        (KycStatus::Verified, _) => Some(VERIFIED_RECHECK),
+        (KycStatus::NotVerified, KycAttemptStatus::Pending | KycAttemptStatus::Verification) => {
+            Some(in_progress_delay(pending_polls))
+        }
+        // Not verified, attempt successful: P100 is about to flip the status; keep polling fast.
+        (KycStatus::NotVerified, KycAttemptStatus::Successful) => Some(FIRST_DELAY),
+        _ => Some(UNKNOWN_RECHECK),
+    }
+}
+
+/// One poll.
+pub async fn run(ctx: &JobContext, args: KycPollArgs) -> Outcome {
+    let Some(client) = &ctx.p100 else {
+        return Outcome::dead("this process has no P100 client");
+    };
+    if ctx.p100_health() == P100Health::AuthFailed {
+        return Outcome::Defer {
+            reason: "P100 rejected the API key; kyc_poll is paused".into(),
+            after: AUTH_PAUSE,
+        };
+    }
+    let (seen, next) = match client.kyc_status(&args.user).await {
+        Ok(kyc) => {
+            let in_progress = matches!(
+                kyc.attempt_status,
+                KycAttemptStatus::Pending | KycAttemptStatus::Verification
+            ) && kyc.status == KycStatus::NotVerified;
+            let seen = KycObservation {
+                status: kyc.status.as_str().to_owned(),
+                attempt_status: Some(kyc.attempt_status.as_str().to_owned()),
+                rejection_reason: kyc.rejection_reason.clone(),
+                request_id: None,
+                in_progress,
+            };
+            (seen, Some((kyc.status, kyc.attempt_status)))
+        }
+        Err(e) if e.code() == Some("P445") => (
+            KycObservation {
+                status: "NO_VERIFICATION".into(),
+                attempt_status: None,
+                rejection_reason: None,
+                request_id: Some(e.request_id.clone()),
+                in_progress: false,
+            },
+            None,
+        ),
+        Err(e) if e.code() == Some("P412") => (
+            KycObservation {
+                status: "UNKNOWN_USER".into(),
+                attempt_status: None,
+                rejection_reason: None,
+                request_id: Some(e.request_id.clone()),
+                in_progress: false,
+            },
+            None,
+        ),
+        Err(e) if e.class == ErrorClass::Auth => {
+            ctx.set_p100_health(P100Health::AuthFailed);
+            tracing::error!(error = %e, "P100 rejected the API key; pausing kyc_poll until an operator fixes it");
+            return Outcome::Defer {
+                reason: e.to_string(),
+                after: AUTH_PAUSE,
+            };
+        }
+        Err(e) => return crate::p100_outcome::for_read_error(&e),
+    };
+    let stored = async {
+        let mut conn = ctx.pool.acquire().await?;
+        ledger::users::record_kyc(&mut conn, &args.user, &seen).await
+    }
+    .await;
+    let user = match stored {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return Outcome::dead(format!(
+                "user {} is not tracked (users track it first)",
+                args.user
+            ));
+        }
+        Err(e) => return Outcome::retry(e.to_string()),
+    };
+    let result = serde_json::json!({ "status": seen.status, "attempt_status": seen.attempt_status, "rejection_reason": seen.rejection_reason });
+    let after = match (&seen.status[..], next) {
+        ("UNKNOWN_USER", _) => None,
+        ("NO_VERIFICATION", _) => Some(NO_VERIFICATION_RECHECK),
+        (_, Some((status, attempt))) => {
+            next_step(&status, &attempt, user.kyc_pending_polls.max(0) as u32)
+        }
+        _ => Some(UNKNOWN_RECHECK),
+    };
+    tracing::info!(kyc.status = %seen.status, kyc.attempt_status = ?seen.attempt_status, next_poll_s = after.map(|d| d.as_secs()), "KYC of {} is {}", args.user, seen.status);
+    match after {
+        Some(after) => Outcome::Snooze { result, after },
+        None => Outcome::Done(result),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_grows_from_a_minute_to_an_hour() {
+        let minutes: Vec<u64> = (1..=8)
+            .map(|n| in_progress_delay(n).as_secs() / 60)
+            .collect();
+        assert_eq!(minutes, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn terminal_states_stop_and_verified_users_are_rechecked_slowly() {
+        use KycAttemptStatus as A;
+        use KycStatus as S;
+        assert_eq!(
+            next_step(&S::Verified, &A::Successful, 0),
+            Some(VERIFIED_RECHECK)
+        );
+        assert_eq!(next_step(&S::NotVerified, &A::RejectedByProvider, 3), None);
+        assert_eq!(next_step(&S::Expired, &A::Successful, 0), None);
+        assert_eq!(
+            next_step(&S::NotVerified, &A::Verification, 3),
+            Some(Duration::from_secs(240))
+        );
+        assert_eq!(
+            next_step(&S::Unknown("ON_HOLD".into()), &A::Pending, 1),
+            Some(UNKNOWN_RECHECK)
+        );
+    }
+}
