@@ -86,7 +86,9 @@ pub async fn run(
     monitor
         .should_restart(|worker, error| {
             tracing::error!(worker = worker.name(), %error, "worker stopped: {error}");
-            worker.restarts() < 10
+            // A worker stops only on errors its backend could not ride out; restart it, but
+            // let a crash loop end the process so the orchestrator notices.
+            worker.restarts() < 100
         })
         .shutdown_timeout(options.grace)
         .run_with_signal(async move {

@@ -41,11 +41,17 @@ async fn run_one(
     let mut resume_after = loop {
         match queue::store::last_tick(&pool, &entry.name).await {
             Ok(Some(last)) => {
-                if let Some(missed) = entry.latest_at_or_before(last, Utc::now()) {
-                    tracing::info!(schedule = %entry.name, tick = %missed, "running tick {missed} of {} missed while no replica was up", entry.name);
-                    fire(&pool, &file, &entry, missed).await;
+                let Some(missed) = entry.latest_at_or_before(last, Utc::now()) else {
+                    break last;
+                };
+                tracing::info!(schedule = %entry.name, tick = %missed, "running tick {missed} of {} missed while no replica was up", entry.name);
+                // The missed tick must not be lost to a database hiccup at start.
+                while !fire(&pool, &file, &entry, missed).await {
+                    if sleep_or_stop(Duration::from_secs(5), &mut stop).await {
+                        return;
+                    }
                 }
-                break Utc::now();
+                break missed;
             }
             Ok(None) => break Utc::now(),
             Err(e) => {

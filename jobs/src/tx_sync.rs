@@ -83,8 +83,8 @@ pub struct PagePlan {
     pub unchanged: Vec<String>,
     /// Postings to write.
     pub postings: Vec<NewPosting>,
-    /// (original key, reversal key).
-    pub reversals: Vec<(String, String)>,
+    /// (original key, reversal key, effective time: the `updatedAt` of the undoing version).
+    pub reversals: Vec<(String, String, DateTime<Utc>)>,
     /// Latest `updatedAt` on the page.
     pub max_updated_at: Option<DateTime<Utc>>,
 }
@@ -182,8 +182,11 @@ pub fn plan_page(
                 } else {
                     key.clone()
                 };
-                plan.reversals
-                    .push((original.clone(), format!("{original}:reversal")));
+                plan.reversals.push((
+                    original.clone(),
+                    format!("{original}:reversal"),
+                    tx.updated_at,
+                ));
                 LedgerState::Reversed
             }
             (_, state) => state,
@@ -264,7 +267,6 @@ pub async fn apply_page(
         &mut tx,
         &plan.reversals,
         "P100 transaction no longer completed",
-        plan.max_updated_at.unwrap_or_else(Utc::now),
     )
     .await?;
     if let Some(at) = plan.max_updated_at {
@@ -321,6 +323,7 @@ pub async fn sync(
         t.reversed += stats.reversed;
         t.flagged += stats.flagged;
     }
+    ledger::provider::mark_synced(pool, owner).await?;
     Ok(summary)
 }
 
@@ -344,9 +347,10 @@ pub async fn run(ctx: &JobContext, args: TxSyncArgs) -> Outcome {
     let Some(client) = &ctx.p100 else {
         return Outcome::dead("this process has no P100 client");
     };
-    let overlap = args
-        .overlap_seconds
-        .map_or(DEFAULT_OVERLAP, Duration::from_secs);
+    // Clamped: a window beyond ten years means "from the beginning" anyway.
+    let overlap = args.overlap_seconds.map_or(DEFAULT_OVERLAP, |s| {
+        Duration::from_secs(s.min(10 * 365 * 86_400))
+    });
     match sync(client, &ctx.pool, &owner, overlap).await {
         Ok(summary) => {
             tracing::info!(

@@ -466,3 +466,41 @@ async fn the_sweep_spreads_one_sync_per_tracked_user_over_its_interval(pool: PgP
         "{spread:?}"
     );
 }
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_user_without_history_counts_as_synced_so_the_sweep_moves_on(pool: PgPool) {
+    let sandbox = Sandbox::from_scenario(Scenario {
+        users: vec![UserSpec {
+            external_user_id: "quiet".into(),
+            ..UserSpec::default()
+        }],
+        ..Scenario::default()
+    })
+    .spawn()
+    .await
+    .unwrap();
+    let users = vec!["quiet".to_owned(), "waiting".to_owned()];
+    ledger::users::track(&pool, &users, "test").await.unwrap();
+
+    let summary = tx_sync::sync(
+        &client(&sandbox.base_url()),
+        &pool,
+        &Owner::User("quiet".into()),
+        tx_sync::DEFAULT_OVERLAP,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(summary.totals.rows, 0);
+    assert_eq!(
+        ledger::users::due_for_sync(&pool, 1).await.unwrap(),
+        vec!["waiting".to_owned()]
+    );
+    assert_eq!(
+        ledger::provider::cursor(&pool, &Owner::User("quiet".into()))
+            .await
+            .unwrap(),
+        None,
+        "no rows, no cursor"
+    );
+}

@@ -95,14 +95,6 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     crate::db::migrate(&pool).await?;
     let identity = worker::process_identity();
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
-    queue::store::register_worker(
-        &pool,
-        identity,
-        &worker::hostname(),
-        std::process::id() as i32,
-        &kind_names,
-    )
-    .await?;
 
     let health = Arc::new(AtomicU8::new(p100_state as u8));
     let http_state = HttpState {
@@ -169,7 +161,6 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     .await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(http, scheduler, pruner);
-    queue::store::stop_worker(&pool, identity).await.ok();
     result?;
     tracing::info!("daemon stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -194,24 +194,25 @@ pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u6
     Ok(inserted.len() as u64)
 }
 
-/// Reverses postings: for each (original key, reversal key), a new posting with the original's
-/// entries negated, unless the reversal key exists already. Returns how many were written.
+/// Reverses postings: for each (original key, reversal key, effective time), a new posting
+/// with the original's entries negated, unless the reversal key exists already. Returns how
+/// many were written.
 pub async fn reverse(
     conn: &mut PgConnection,
-    reversals: &[(String, String)],
+    reversals: &[(String, String, DateTime<Utc>)],
     description: &str,
-    effective_at: DateTime<Utc>,
 ) -> Result<u64, Error> {
     if reversals.is_empty() {
         return Ok(0);
     }
-    let originals: Vec<&str> = reversals.iter().map(|(o, _)| o.as_str()).collect();
-    let keys: Vec<&str> = reversals.iter().map(|(_, r)| r.as_str()).collect();
+    let originals: Vec<&str> = reversals.iter().map(|(o, _, _)| o.as_str()).collect();
+    let keys: Vec<&str> = reversals.iter().map(|(_, r, _)| r.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = reversals.iter().map(|(_, _, at)| *at).collect();
     let inserted: Vec<(i64, i64)> = sqlx::query_as(
         r#"
         INSERT INTO ledger_postings (idempotency_key, source, provider_tx_id, provider_status, description, reverses, effective_at)
-        SELECT u.key, p.source, p.provider_tx_id, 'REVERSED', $3, p.id, $4
-          FROM UNNEST($1::text[], $2::text[]) AS u(original, key)
+        SELECT u.key, p.source, p.provider_tx_id, 'REVERSED', $3, p.id, u.at
+          FROM UNNEST($1::text[], $2::text[], $4::timestamptz[]) AS u(original, key, at)
           JOIN ledger_postings p ON p.idempotency_key = u.original
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id, reverses
@@ -220,7 +221,7 @@ pub async fn reverse(
     .bind(&originals)
     .bind(&keys)
     .bind(description)
-    .bind(effective_at)
+    .bind(&times)
     .fetch_all(&mut *conn)
     .await?;
     if inserted.is_empty() {
@@ -231,14 +232,14 @@ pub async fn reverse(
     sqlx::query(
         r#"
         INSERT INTO ledger_entries (posting_id, account_id, currency, amount, effective_at)
-        SELECT u.new_id, e.account_id, e.currency, -e.amount, $3
+        SELECT u.new_id, e.account_id, e.currency, -e.amount, r.effective_at
           FROM UNNEST($1::bigint[], $2::bigint[]) AS u(new_id, original_id)
           JOIN ledger_entries e ON e.posting_id = u.original_id
+          JOIN ledger_postings r ON r.id = u.new_id
         "#,
     )
     .bind(&new_ids)
     .bind(&original_ids)
-    .bind(effective_at)
     .execute(&mut *conn)
     .await?;
     Ok(inserted.len() as u64)
@@ -361,19 +362,9 @@ mod tests {
         )
         .unwrap();
         post(&mut conn, &[posting]).await.unwrap();
-        let pair = [("p".to_owned(), "p:reversal".to_owned())];
-        assert_eq!(
-            reverse(&mut conn, &pair, "failed", Utc::now())
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            reverse(&mut conn, &pair, "failed", Utc::now())
-                .await
-                .unwrap(),
-            0
-        );
+        let pair = [("p".to_owned(), "p:reversal".to_owned(), Utc::now())];
+        assert_eq!(reverse(&mut conn, &pair, "failed").await.unwrap(), 1);
+        assert_eq!(reverse(&mut conn, &pair, "failed").await.unwrap(), 0);
         let balances: Vec<(String, Decimal)> =
             sqlx::query_as("SELECT owner_kind, balance FROM ledger_accounts ORDER BY owner_kind")
                 .fetch_all(&pool)

@@ -241,13 +241,29 @@ pub async fn cursor(
     db: impl PgExecutor<'_>,
     owner: &Owner,
 ) -> Result<Option<DateTime<Utc>>, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT cursor_at FROM sync_cursors WHERE owner_kind = $1 AND external_user_id IS NOT DISTINCT FROM $2",
+    let cursor: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT cursor_at FROM sync_cursors WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')",
     )
     .bind(owner.kind())
     .bind(owner.external_user_id())
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(cursor.flatten())
+}
+
+/// Records that an owner's history was read to the end now, even if it had no rows.
+pub async fn mark_synced(db: impl PgExecutor<'_>, owner: &Owner) -> Result<(), Error> {
+    sqlx::query(
+        r#"
+        INSERT INTO sync_cursors (owner_kind, external_user_id, cursor_at) VALUES ($1, $2, NULL)
+        ON CONFLICT (owner_kind, external_user_id) DO UPDATE SET synced_at = now()
+        "#,
+    )
+    .bind(owner.kind())
+    .bind(owner.external_user_id())
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Moves an owner's cursor forward to `at` (never backwards).

@@ -167,8 +167,12 @@ impl Client {
                     return Ok(None);
                 };
                 let page = client.transactions_page(&scope, &query, page_no).await?;
-                let seen = u64::from(page_no) * u64::from(query.size);
-                let last = page.transactions.len() < query.size as usize || seen >= page.total;
+                // P100 may serve fewer rows per page than asked: judge by the size it reports.
+                let served = page.size.clamp(1, query.size);
+                let seen = u64::from(page_no) * u64::from(served);
+                let last = page.transactions.is_empty()
+                    || page.transactions.len() < served as usize
+                    || seen >= page.total;
                 Ok(Some((page, if last { None } else { Some(page_no + 1) })))
             }
         })

@@ -146,11 +146,19 @@ pub fn classify(
         Failure::Timeout | Failure::Transport(_) | Failure::Decode(_) => return lost_answer,
         Failure::Http => {}
     }
+    // A rejected key or a rate limit means the same whatever code the body carries.
+    match status.map(|s| s.as_u16()) {
+        Some(401) => return ErrorClass::Auth,
+        Some(429) => return ErrorClass::Transient,
+        _ => {}
+    }
     if let Some(code) = code {
         return match code {
             "P501" => ErrorClass::Transient,
             "P500" => lost_answer,
             "P445" | "P459" | "P460" => ErrorClass::NotYet,
+            // An undocumented code on a 5xx is still a server failure.
+            _ if status.is_some_and(|s| s.is_server_error()) => lost_answer,
             _ => ErrorClass::Permanent,
         };
     }
@@ -197,6 +205,10 @@ mod tests {
         check(false, Http, Some(400), Some("P412"), Permanent);
         check(false, Http, Some(404), Some("P428"), Permanent);
         check(false, Http, Some(400), Some("P999"), Permanent);
+        check(false, Http, Some(401), Some("P999"), Auth);
+        check(true, Http, Some(429), Some("P999"), Transient);
+        check(false, Http, Some(503), Some("P999"), Transient);
+        check(true, Http, Some(503), Some("P999"), UnknownOutcome);
         check(false, Http, Some(401), None, Auth);
         check(false, Http, Some(429), None, Transient);
         check(true, Http, Some(429), None, Transient);

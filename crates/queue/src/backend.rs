@@ -124,7 +124,18 @@ where
     type Response = Outcome;
     type Error = Error;
 
-    async fn register(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        store::register_worker(
+            &self.pool,
+            worker.name(),
+            &host,
+            std::process::id() as i32,
+            std::slice::from_ref(&self.cfg.kind),
+        )
+        .await?;
         store::rescue_expired(&self.pool).await?;
         Ok(())
     }
@@ -205,9 +216,26 @@ where
                 Err(error) => Outcome::retry(error),
             };
             metrics::counter!("job_outcomes_total", "kind" => self.cfg.kind.clone(), "outcome" => outcome.label()).increment(1);
-            outcomes.push((id as i64, self.completion(outcome, result.attempt as u32)));
+            outcomes.push((
+                id as i64,
+                Some(result.attempt as i32),
+                self.completion(outcome, result.attempt as u32),
+            ));
         }
-        let updated = store::complete(&self.pool, worker.name(), &outcomes).await?;
+        // Outcomes are the results of work done: retry a database hiccup before giving up
+        // (giving up stops the worker; its jobs then return through lease expiry).
+        let mut delay = Duration::from_millis(250);
+        let updated = loop {
+            match store::complete_attempts(&self.pool, worker.name(), &outcomes).await {
+                Ok(updated) => break updated,
+                Err(e) if delay < Duration::from_secs(16) => {
+                    tracing::warn!(job.kind = %self.cfg.kind, error = %e, "cannot record {} outcomes; retrying", outcomes.len());
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if (updated as usize) < outcomes.len() {
             tracing::warn!(
                 job.kind = %self.cfg.kind,

@@ -286,6 +286,21 @@ pub async fn complete(
     worker: &str,
     outcomes: &[(i64, Completion)],
 ) -> Result<u64, Error> {
+    let unguarded: Vec<(i64, Option<i32>, Completion)> = outcomes
+        .iter()
+        .map(|(id, c)| (*id, None, c.clone()))
+        .collect();
+    complete_attempts(db, worker, &unguarded).await
+}
+
+/// [`complete`], guarded by attempt: an outcome of attempt n is recorded only while the job is
+/// still in attempt n, so a run that lost its lease (and whose job was claimed again, even by
+/// the same worker) cannot overwrite the newer attempt's result. `None` skips the check.
+pub async fn complete_attempts(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    outcomes: &[(i64, Option<i32>, Completion)],
+) -> Result<u64, Error> {
     if outcomes.is_empty() {
         return Ok(0);
     }
@@ -296,8 +311,10 @@ pub async fn complete(
     let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut results: Vec<Option<&serde_json::Value>> = Vec::with_capacity(n);
     let mut caps: Vec<i32> = Vec::with_capacity(n);
-    for (id, outcome) in outcomes {
+    let mut attempts: Vec<Option<i32>> = Vec::with_capacity(n);
+    for (id, attempt, outcome) in outcomes {
         ids.push(*id);
+        attempts.push(*attempt);
         let (action, error, at, result, cap) = match outcome {
             Completion::Done(result) => ("done", None, None, Some(result), 0),
             Completion::Retry { error, at } => ("retry", Some(error.as_str()), Some(*at), None, 0),
@@ -352,9 +369,9 @@ pub async fn complete(
                    WHEN u.action IN ('done', 'dead')
                      OR (u.action = 'retry' AND j.attempts >= j.max_attempts)
                      OR (u.action = 'defer' AND j.deferrals >= u.cap) THEN now() END
-          FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::int[])
-               AS u(id, action, error, at, result, cap)
-         WHERE j.id = u.id AND j.locked_by = $1
+          FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::int[], $8::int[])
+               AS u(id, action, error, at, result, cap, attempt)
+         WHERE j.id = u.id AND j.locked_by = $1 AND (u.attempt IS NULL OR j.attempts = u.attempt)
         "#,
     )
     .bind(worker)
@@ -364,6 +381,7 @@ pub async fn complete(
     .bind(&run_ats)
     .bind(&results)
     .bind(&caps)
+    .bind(&attempts)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
