@@ -74,6 +74,12 @@ pub enum Command {
     /// Users to follow.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Register locked exchanges to finalize.
+    #[command(subcommand)]
+    Exchange(ExchangeCommand),
+    /// Inspect exchanges.
+    #[command(subcommand)]
+    Exchanges(ExchangesCommand),
     /// Apply database migrations.
     Migrate,
     /// Serve the built-in P100 sandbox until interrupted.
@@ -144,6 +150,9 @@ pub struct EnqueueArgs {
     /// One user (tx_sync, kyc_poll, reconcile).
     #[arg(long, value_name = "EXTERNAL_USER_ID")]
     pub user: Option<String>,
+    /// An exchange, by local id or lockId (exchange_finalize).
+    #[arg(long, value_name = "ID")]
+    pub exchange: Option<String>,
     /// Not before this time: RFC 3339 (2026-11-26T02:00:00Z) or a delay from now (90s, 5m).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
@@ -161,6 +170,61 @@ pub struct EnqueueArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `exchange` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExchangeCommand {
+    /// Register a locked exchange; prints its local id and queues its finalization.
+    Submit(ExchangeSubmitArgs),
+}
+
+/// `exchange submit` arguments.
+#[derive(Debug, Args)]
+pub struct ExchangeSubmitArgs {
+    /// The partner's own balances.
+    #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+    pub partner: bool,
+    /// A user's balances (recorded as NEEDS_REVIEW: P100 documents no user-level execute path).
+    #[arg(long, value_name = "EXTERNAL_USER_ID")]
+    pub user: Option<String>,
+    /// P100's lockId.
+    #[arg(long)]
+    pub lock_id: String,
+    /// Source currency.
+    #[arg(long = "from", value_name = "CUR")]
+    pub from: String,
+    /// Target currency.
+    #[arg(long = "to", value_name = "CUR")]
+    pub to: String,
+    /// Amount in the source currency.
+    #[arg(long, value_name = "DEC")]
+    pub amount: String,
+    /// Lock expiry (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub expires_at: String,
+}
+
+/// `exchanges` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExchangesCommand {
+    /// Exchanges, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One exchange (local id or lockId) with its state history.
+    Show {
+        /// Local id or lockId.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `users` subcommands.

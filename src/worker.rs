@@ -7,7 +7,7 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
-use jobs::handler::{Job, KycPoll, Noop, SyncSweep, TxSync, handle};
+use jobs::handler::{ExchangeFinalize, Job, KycPoll, Noop, SyncSweep, TxSync, handle};
 use jobs::kinds::Kind;
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
 
@@ -80,6 +80,9 @@ pub async fn run(
             }
             Kind::KycPoll => {
                 register::<KycPoll>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::ExchangeFinalize => {
+                register::<ExchangeFinalize>(monitor, &ctx, &notifier, options, queue_name(*kind))
             }
         };
     }

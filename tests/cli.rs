@@ -154,3 +154,65 @@ async fn ledger_verify_passes_a_consistent_ledger_and_fails_a_drifted_one(pool: 
     assert_eq!(code, 1);
     assert!(out.contains("holds 1.5 but its entries sum to 0"), "{out}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn exchange_submit_validates_records_and_queues_the_finalization(pool: sqlx::PgPool) {
+    let url = url_of(&pool);
+    let cli = move |args: Vec<&'static str>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || run(bin().args(&args).env("DATABASE_URL", url)))
+                .await
+                .unwrap()
+        }
+    };
+    let base = [
+        "exchange",
+        "submit",
+        "--partner",
+        "--lock-id",
+        "L-1",
+        "--from",
+        "EUR",
+        "--to",
+        "btc",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ];
+    let with = |extra: &[&'static str]| {
+        base.iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>()
+    };
+
+    let (code, _, err) = cli(with(&["--amount", "12,5"])).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--amount"), "{err}");
+    let (code, out, err) = cli(with(&["--amount", "100.50"])).await;
+    assert_eq!(code, 0, "{err}");
+    let id: i64 = out.trim().parse().unwrap();
+    let (code, _, err) = cli(with(&["--amount", "100.50"])).await;
+    assert_eq!(code, 2, "the same lock twice is refused: {err}");
+
+    let (code, out, _) = cli(vec!["exchanges", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            list[0]["id"].as_i64(),
+            list[0]["lock_id"].as_str(),
+            list[0]["state"].as_str()
+        ),
+        (Some(id), Some("L-1"), Some("LOCKED"))
+    );
+    assert!(list[0].get("exchange_id").is_some());
+    assert_eq!(list[0]["currency_from"], "eur");
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'exchange_finalize'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, 1);
+}

@@ -85,6 +85,20 @@ impl Job for KycPoll {
     }
 }
 
+/// `exchange_finalize`.
+pub struct ExchangeFinalize;
+
+impl Job for ExchangeFinalize {
+    type Args = crate::exchange_finalize::ExchangeFinalizeArgs;
+    const KIND: Kind = Kind::ExchangeFinalize;
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.exchange.clone())
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::exchange_finalize::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

@@ -24,11 +24,19 @@ pub enum Kind {
     SyncSweep,
     /// Follows one user through P100's KYC.
     KycPoll,
+    /// Executes a locked exchange at most once and follows it.
+    ExchangeFinalize,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: &'static [Kind] = &[Kind::Noop, Kind::TxSync, Kind::SyncSweep, Kind::KycPoll];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Noop,
+        Kind::TxSync,
+        Kind::SyncSweep,
+        Kind::KycPoll,
+        Kind::ExchangeFinalize,
+    ];
 
     /// The queue name.
     pub fn name(self) -> &'static str {
@@ -37,6 +45,7 @@ impl Kind {
             Kind::TxSync => "tx_sync",
             Kind::SyncSweep => "sync_sweep",
             Kind::KycPoll => "kyc_poll",
+            Kind::ExchangeFinalize => "exchange_finalize",
         }
     }
 
@@ -72,6 +81,14 @@ impl Kind {
                 max_deferrals: 10_000,
                 backoff_base: Duration::from_secs(30),
                 backoff_max: Duration::from_secs(3600),
+            },
+            Kind::ExchangeFinalize => KindLimits {
+                timeout: Duration::from_secs(120),
+                max_attempts: 20,
+                concurrency: 4,
+                max_deferrals: 1_000,
+                backoff_base: Duration::from_secs(5),
+                backoff_max: Duration::from_secs(300),
             },
             Kind::SyncSweep => KindLimits {
                 timeout: Duration::from_secs(120),
@@ -109,6 +126,16 @@ impl Kind {
                     return Err("kyc_poll needs \"user\": \"<externalUserId>\"".to_owned());
                 }
                 Ok(Some(format!("user:{}", args.user)))
+            }
+            Kind::ExchangeFinalize => {
+                let args = crate::exchange_finalize::ExchangeFinalizeArgs::deserialize(args)
+                    .map_err(|e| e.to_string())?;
+                if args.exchange.trim().is_empty() {
+                    return Err(
+                        "exchange_finalize needs \"exchange\": \"<local id or lockId>\"".to_owned(),
+                    );
+                }
+                Ok(Some(format!("exchange:{}", args.exchange)))
             }
             // One live sweep at a time.
             Kind::SyncSweep => {
@@ -166,7 +193,16 @@ mod tests {
     #[test]
     fn kind_names_are_stable() {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, vec!["noop", "tx_sync", "sync_sweep", "kyc_poll"]);
+        assert_eq!(
+            names,
+            vec![
+                "noop",
+                "tx_sync",
+                "sync_sweep",
+                "kyc_poll",
+                "exchange_finalize"
+            ]
+        );
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
         assert_eq!(Kind::parse("Noop"), None);
     }

@@ -10,12 +10,14 @@
 //! - `tx_sync` ([`tx_sync`]): partner or user transaction history into the ledger.
 //! - `sync_sweep` ([`sync_sweep`]): `tx_sync` for tracked users, spread over time.
 //! - `kyc_poll` ([`kyc_poll`]): one user's KYC, re-polled with a growing delay.
+//! - `exchange_finalize` ([`exchange_finalize`]): a locked exchange executed at most once.
 
 #![warn(missing_docs)]
 
 pub mod balances;
 pub mod context;
 pub mod enqueue;
+pub mod exchange_finalize;
 pub mod handler;
 pub mod kinds;
 pub mod kyc_poll;

@@ -20,6 +20,27 @@ pub fn counter_kind(kind: &str) -> Option<AccountKind> {
     })
 }
 
+/// The idempotency key of a transaction's posting. Exchange legs are keyed by their lock and
+/// side, so the leg posted by `exchange_finalize` (from P100's details) and the same leg seen
+/// later in the history are one posting, whichever arrives first.
+pub fn posting_key(owner: &Owner, tx: &ObservedTx) -> String {
+    let who = match owner {
+        Owner::Partner => "partner".to_owned(),
+        Owner::User(id) => format!("user:{id}"),
+    };
+    match (&tx.kind[..], &tx.reference) {
+        ("EXCHANGE", Some(lock)) => {
+            let side = if tx.amount.is_sign_negative() {
+                "from"
+            } else {
+                "to"
+            };
+            format!("exchange:{who}:{lock}:{side}")
+        }
+        _ => format!("p100:{who}:{}", tx.provider_tx_id),
+    }
+}
+
 /// The posting for a settled transaction under `key`; `Ok(None)` when it moves nothing.
 /// Unknown types are not guessed: the caller flags them.
 pub fn to_posting(

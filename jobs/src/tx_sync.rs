@@ -97,13 +97,6 @@ fn raise(flags: &mut Vec<String>, flag: &str) {
     }
 }
 
-fn posting_key(owner: &Owner, provider_tx_id: &str) -> String {
-    match owner {
-        Owner::Partner => format!("p100:partner:{provider_tx_id}"),
-        Owner::User(id) => format!("p100:user:{id}:{provider_tx_id}"),
-    }
-}
-
 /// Decides what a page changes, given what is stored. Rows are taken in page order; a row
 /// older than the stored version (by `updatedAt`) never rolls it back.
 pub fn plan_page(
@@ -141,7 +134,7 @@ pub fn plan_page(
         if change == "payload_change" {
             raise(&mut flags, "payload_changed");
         }
-        let key = posting_key(owner, &tx.provider_tx_id);
+        let key = mapping::posting_key(owner, &tx);
         let repost_key = format!("{key}:repost");
         let reposted = flags.iter().any(|f| f == "reposted");
         let state_before = previous

@@ -50,6 +50,12 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     if let Some(user) = &args.user {
         map.insert("user".to_owned(), serde_json::Value::String(user.clone()));
     }
+    if let Some(exchange) = &args.exchange {
+        map.insert(
+            "exchange".to_owned(),
+            serde_json::Value::String(exchange.clone()),
+        );
+    }
     let run_at = args.at.as_deref().map(parse_at).transpose()?;
     let wait_timeout = jobs::schedule::parse_duration(&args.wait_timeout)
         .map_err(|e| UsageError(format!("--wait-timeout: {e}")))?;

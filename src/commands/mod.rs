@@ -11,6 +11,7 @@ mod bench;
 pub mod daemon;
 mod demo;
 mod enqueue;
+mod exchanges;
 mod jobs;
 mod ledger_verify;
 mod migrate;
@@ -31,6 +32,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Users(command) => users::run(&settings, command).await,
+        Command::Exchange(crate::cli::ExchangeCommand::Submit(args)) => {
+            exchanges::submit(&settings, args).await
+        }
+        Command::Exchanges(command) => exchanges::inspect(&settings, command).await,
         Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
             ledger_verify::run(&settings, json).await
         }

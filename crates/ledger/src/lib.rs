@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod balances;
+pub mod exchanges;
 pub mod owner;
 pub mod postings;
 pub mod provider;

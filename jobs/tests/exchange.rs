@@ -1,0 +1,229 @@
+//! `exchange_finalize` against the sandbox: the full path, a lost answer, expiry, user locks.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use jobs::JobContext;
+use jobs::exchange_finalize::{self, ExchangeFinalizeArgs};
+use ledger::Owner;
+use p100_sandbox::{Fault, FaultKind, RunningSandbox, Sandbox, Scenario, TxSpec};
+use queue::Outcome;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
+    let funded = Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions: vec![TxSpec {
+                amount: Decimal::new(1_000_000, 2),
+                ..TxSpec::default()
+            }],
+            ..Default::default()
+        },
+        ..Scenario::default()
+    };
+    let sandbox = Sandbox::from_scenario(funded).spawn().await.unwrap();
+    let mut config = p100::Config::new(
+        sandbox.base_url().parse().unwrap(),
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(p100::Client::new(config).unwrap()),
+        schedule: Arc::default(),
+        p100_health: Arc::default(),
+    };
+    (sandbox, ctx)
+}
+
+async fn submit(pool: &PgPool, sandbox: &RunningSandbox, owner: &Owner) -> (i64, String) {
+    let amount = Decimal::from_str("100").unwrap();
+    let (lock, _rate, expires) = sandbox.sandbox().create_lock("eur", "btc", amount);
+    let expires: DateTime<Utc> = expires.parse().unwrap();
+    let id = ledger::exchanges::submit(pool, owner, &lock, "eur", "btc", amount, expires)
+        .await
+        .unwrap();
+    (id, lock)
+}
+
+/// Runs the job like the queue would until it is done (snoozes and retries run again).
+async fn drive(ctx: &JobContext, id: i64) -> Vec<String> {
+    let mut labels = Vec::new();
+    for _ in 0..20 {
+        let outcome = exchange_finalize::run(
+            ctx,
+            ExchangeFinalizeArgs {
+                v: 0,
+                exchange: id.to_string(),
+                safety_margin_seconds: None,
+            },
+        )
+        .await;
+        labels.push(outcome.label().to_owned());
+        if matches!(outcome, Outcome::Done(_) | Outcome::Dead { .. }) {
+            break;
+        }
+    }
+    labels
+}
+
+async fn states(pool: &PgPool, id: i64) -> Vec<String> {
+    ledger::exchanges::events(pool, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect()
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_locked_exchange_is_submitted_once_followed_to_completed_and_posted_once(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    let (id, lock) = submit(&pool, &sandbox, &Owner::Partner).await;
+
+    let labels = drive(&ctx, id).await;
+
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("done"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        states(&pool, id).await,
+        vec!["SUBMITTING", "SUBMITTED", "COMPLETED"]
+    );
+    assert_eq!(
+        sandbox
+            .sandbox()
+            .request_stats()
+            .exchange_finalize_calls
+            .get(&lock),
+        Some(&1)
+    );
+    // The history sync sees the same legs afterwards and posts nothing new for them.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    jobs::tx_sync::sync(
+        ctx.p100.as_ref().unwrap(),
+        &pool,
+        &Owner::Partner,
+        jobs::tx_sync::DEFAULT_OVERLAP,
+    )
+    .await
+    .unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        after - before,
+        1,
+        "only the funding deposit is new: {before} → {after}"
+    );
+    let p100 = ctx
+        .p100
+        .as_ref()
+        .unwrap()
+        .balances(&p100::Scope::Partner)
+        .await
+        .unwrap();
+    let ours = ledger::balances::current(&pool, &Owner::Partner)
+        .await
+        .unwrap();
+    for b in p100.all() {
+        let mine = ours
+            .iter()
+            .find(|o| o.currency == b.name.as_str())
+            .map(|o| o.amount)
+            .unwrap_or_default();
+        assert_eq!(mine, b.amount, "{}", b.name);
+    }
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_lost_answer_is_resolved_from_history_without_a_second_submission(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sandbox.sandbox().configure_exchange(|c| {
+        c.after_polls = None;
+        c.after_seconds = Some(0.0);
+    });
+    // P100 executes the exchange, then the answer is lost (P500 after the handler ran).
+    sandbox.sandbox().add_fault(
+        Fault::new("/v1/partner/exchange", FaultKind::P500)
+            .method("POST")
+            .after_handler(true)
+            .times(1),
+    );
+    let (id, lock) = submit(&pool, &sandbox, &Owner::Partner).await;
+
+    let labels = drive(&ctx, id).await;
+
+    assert_eq!(
+        labels.first().map(String::as_str),
+        Some("retry"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("done"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        states(&pool, id).await,
+        vec!["SUBMITTING", "SUBMITTED", "COMPLETED"]
+    );
+    assert_eq!(
+        sandbox
+            .sandbox()
+            .request_stats()
+            .exchange_finalize_calls
+            .get(&lock),
+        Some(&1),
+        "never sent twice"
+    );
+    let events = ledger::exchanges::events(&pool, id).await.unwrap();
+    assert!(
+        events[1]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("found in P100's history"),
+        "{events:?}"
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_expiring_lock_is_not_submitted_and_user_locks_go_to_review(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    let soon = Utc::now() + chrono::Duration::seconds(5);
+    let expiring = ledger::exchanges::submit(
+        &pool,
+        &Owner::Partner,
+        "lock-soon",
+        "eur",
+        "btc",
+        Decimal::ONE,
+        soon,
+    )
+    .await
+    .unwrap();
+    let (users, _) = submit(&pool, &sandbox, &Owner::User("u-1".into())).await;
+
+    drive(&ctx, expiring).await;
+    drive(&ctx, users).await;
+
+    assert_eq!(states(&pool, expiring).await, vec!["EXPIRED"]);
+    assert_eq!(states(&pool, users).await, vec!["NEEDS_REVIEW"]);
+    assert!(
+        sandbox
+            .sandbox()
+            .request_stats()
+            .exchange_finalize_calls
+            .is_empty(),
+        "nothing was sent"
+    );
+}

@@ -1,0 +1,153 @@
+//! `p100-recon exchange submit` and `exchanges list|show`.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use chrono::DateTime;
+use jobs::exchange_finalize::ExchangeFinalizeArgs;
+use jobs::kinds::Kind;
+use ledger::Owner;
+use rust_decimal::Decimal;
+
+use crate::UsageError;
+use crate::cli::{ExchangeSubmitArgs, ExchangesCommand};
+use crate::settings::Settings;
+
+pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Result<ExitCode> {
+    let owner = match &args.user {
+        Some(id) if id.trim().is_empty() => {
+            return Err(UsageError("--user needs a non-empty id".into()).into());
+        }
+        Some(id) => Owner::User(id.clone()),
+        None => Owner::Partner,
+    };
+    let currency = |flag: &str, text: &str| {
+        p100::Currency::parse(text)
+            .map(|c| c.as_str().to_owned())
+            .map_err(|e| UsageError(format!("--{flag}: {e}")))
+    };
+    let (from, to) = (currency("from", &args.from)?, currency("to", &args.to)?);
+    if from == to {
+        return Err(UsageError("--from and --to must differ".into()).into());
+    }
+    let amount = Decimal::from_str(args.amount.trim())
+        .ok()
+        .filter(|a| *a > Decimal::ZERO && a.scale() <= p100::amount::MAX_SCALE)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--amount {:?}: expected a positive decimal with at most 8 decimals",
+                args.amount
+            ))
+        })?;
+    let expires_at = DateTime::parse_from_rfc3339(&args.expires_at)
+        .map_err(|e| {
+            UsageError(format!(
+                "--expires-at {:?}: {e} (expected RFC 3339, e.g. 2026-11-26T10:00:30Z)",
+                args.expires_at
+            ))
+        })?
+        .to_utc();
+    if args.lock_id.trim().is_empty() {
+        return Err(UsageError("--lock-id must not be empty".into()).into());
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    let schedule = super::daemon::load_schedule(None)?;
+    // The exchange and its finalization job commit together.
+    let mut tx = pool.begin().await?;
+    let id = match ledger::exchanges::submit(
+        &mut *tx,
+        &owner,
+        args.lock_id.trim(),
+        &from,
+        &to,
+        amount,
+        expires_at,
+    )
+    .await
+    {
+        Ok(id) => id,
+        Err(ledger::Error::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+            return Err(UsageError(format!(
+                "lock {} is already registered; see `exchanges show {}`",
+                args.lock_id, args.lock_id
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let job_args = serde_json::to_value(ExchangeFinalizeArgs {
+        v: 0,
+        exchange: id.to_string(),
+        safety_margin_seconds: None,
+    })?;
+    let job = jobs::enqueue::new_job(Kind::ExchangeFinalize, job_args, &schedule, None)
+        .map_err(UsageError)?;
+    queue::store::enqueue_many(&mut *tx, &[job]).await?;
+    tx.commit().await?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn inspect(settings: &Settings, command: ExchangesCommand) -> anyhow::Result<ExitCode> {
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    match command {
+        ExchangesCommand::List { limit, json } => {
+            let rows = ledger::exchanges::list(&pool, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>6}  {:<38} {:<12} {:>16} {:<5}→{:<5} exchangeId",
+                    "id", "lockId", "state", "amount", "from", "to"
+                );
+                for e in &rows {
+                    println!(
+                        "{:>6}  {:<38} {:<12} {:>16} {:<5}→{:<5} {}",
+                        e.id,
+                        e.lock_id,
+                        e.state,
+                        e.amount,
+                        e.currency_from,
+                        e.currency_to,
+                        e.exchange_id.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        ExchangesCommand::Show { id, json } => {
+            let Some(e) = ledger::exchanges::find(&pool, &id).await? else {
+                return Err(UsageError(format!("no exchange {id}")).into());
+            };
+            let events = ledger::exchanges::events(&pool, e.id).await?;
+            if json {
+                let mut value = serde_json::to_value(&e)?;
+                value["events"] = serde_json::json!(
+                    events
+                        .iter()
+                        .map(|(s, n, t)| serde_json::json!({"state": s, "note": n, "at": t}))
+                        .collect::<Vec<_>>()
+                );
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "exchange {} (lock {}): {} {} {} → {}, {}",
+                    e.id,
+                    e.lock_id,
+                    e.amount,
+                    e.currency_from,
+                    e.currency_to,
+                    e.state,
+                    e.reason.as_deref().unwrap_or("")
+                );
+                for (s, n, t) in events {
+                    println!("  {t}  {s} {}", n.unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
