@@ -236,6 +236,12 @@ pub enum UsersCommand {
         #[arg(required = true, value_name = "EXTERNAL_USER_ID")]
         ids: Vec<String>,
     },
+    /// Start following the users of a CSV file with a header `external_user_id`; one bad row
+    /// refuses the whole file (nothing changes) and names the line.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// Tracked users with their KYC as last seen.
     List {
         /// At most this many.

@@ -216,3 +216,57 @@ async fn exchange_submit_validates_records_and_queues_the_finalization(pool: sql
             .unwrap();
     assert_eq!(queued, 1);
 }
+
+#[sqlx::test(migrations = false)]
+async fn users_import_refuses_a_bad_file_whole_and_lists_what_it_tracks(pool: sqlx::PgPool) {
+    let url = url_of(&pool);
+    let dir = std::env::temp_dir().join(format!("p100-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.csv");
+    let bad = dir.join("bad.csv");
+    std::fs::write(&good, "external_user_id,email\nu-1,a@x\nu-2,b@x\n").unwrap();
+    std::fs::write(&bad, "external_user_id\nu-3\n,\n").unwrap();
+    let cli = move |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || run(bin().args(&args).env("DATABASE_URL", url)))
+                .await
+                .unwrap()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+
+    let (code, _, err) = cli(s(&["users", "import", bad.to_str().unwrap()])).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("line 3"), "{err}");
+    let (code, out, err) = cli(s(&["users", "import", good.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tracking 2 users (2 new)"), "{out}");
+
+    let (_, out, _) = cli(s(&["users", "list", "--json"])).await;
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["external_user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["u-1", "u-2"], "nothing from the refused file");
+    for field in [
+        "external_user_id",
+        "kyc_status",
+        "kyc_attempt_status",
+        "kyc_checked_at",
+        "unknown_at_p100",
+    ] {
+        assert!(
+            users[0].get(field).is_some(),
+            "users list --json lacks {field}"
+        );
+    }
+    let polls: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'kyc_poll'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(polls, 2);
+}

@@ -184,3 +184,59 @@ async fn a_rejected_key_pauses_every_poll_without_spending_attempts(pool: PgPool
             .is_empty()
     );
 }
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_thousand_concurrent_polls_stay_under_the_rate_limit_and_use_it(pool: PgPool) {
+    const RPS: u32 = 100;
+    let users: Vec<UserSpec> = (0..1000)
+        .map(|i| user(&format!("many-{i:04}"), Some(KycSpec::default())))
+        .collect();
+    let ids: Vec<String> = users.iter().map(|u| u.external_user_id.clone()).collect();
+    let sandbox = Sandbox::from_scenario(Scenario {
+        users,
+        ..Scenario::default()
+    })
+    .spawn()
+    .await
+    .unwrap();
+    let mut config = p100::Config::new(
+        sandbox.base_url().parse().unwrap(),
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::new(RPS).unwrap();
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(p100::Client::new(config).unwrap()),
+        schedule: Arc::default(),
+        p100_health: Arc::default(),
+    };
+    ledger::users::track(&pool, &ids, "test").await.unwrap();
+
+    let mut polls = tokio::task::JoinSet::new();
+    for id in ids {
+        let ctx = ctx.clone();
+        polls.spawn(async move { poll(&ctx, &id).await });
+    }
+    while let Some(outcome) = polls.join_next().await {
+        assert_eq!(snooze(&outcome.unwrap()), Duration::from_secs(60));
+    }
+
+    let per_second: Vec<u64> = sandbox
+        .sandbox()
+        .request_stats()
+        .per_second
+        .values()
+        .copied()
+        .collect();
+    assert_eq!(per_second.iter().sum::<u64>(), 1000);
+    assert!(
+        per_second.iter().all(|n| *n <= u64::from(RPS)),
+        "a second exceeded {RPS}: {per_second:?}"
+    );
+    // The first and last seconds are partial; every full second in between uses the limit.
+    let full = &per_second[1..per_second.len() - 1];
+    assert!(
+        full.iter().all(|n| *n >= u64::from(RPS) * 9 / 10),
+        "under 90% of {RPS}/s: {per_second:?}"
+    );
+}

@@ -1,4 +1,4 @@
-//! `p100-recon users track|list|show`.
+//! `p100-recon users track|import|list|show`.
 
 use std::process::ExitCode;
 
@@ -9,45 +9,90 @@ use crate::UsageError;
 use crate::cli::UsersCommand;
 use crate::settings::Settings;
 
-pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<ExitCode> {
-    if let UsersCommand::Track { ids } = &command
-        && let Some(bad) = ids
-            .iter()
-            .find(|id| id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control))
-    {
-        // Refuse the whole batch on one bad id: nothing else changes.
+/// Reads `external_user_id` values from a CSV file with that header (other columns ignored).
+pub fn read_csv(text: &str, name: &str) -> Result<Vec<String>, UsageError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
         return Err(UsageError(format!(
-            "invalid externalUserId {bad:?}: must be 1 to 200 printable characters"
-        ))
-        .into());
-    }
+            "{name} is empty; expected a header line external_user_id"
+        )));
+    };
+    let columns: Vec<&str> = header
+        .split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .collect();
+    let Some(at) = columns.iter().position(|c| *c == "external_user_id") else {
+        return Err(UsageError(format!(
+            "{name} line 1: no external_user_id column in the header {header:?}"
+        )));
+    };
+    lines
+        .map(|(n, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let id = cells.get(at).map(|c| c.trim().trim_matches('"')).unwrap_or("");
+            if !valid_id(id) {
+                return Err(UsageError(format!("{name} line {}: invalid external_user_id {id:?} (1 to 200 printable characters, no commas)", n + 1)));
+            }
+            Ok(id.to_owned())
+        })
+        .collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.len() <= 200 && !id.chars().any(char::is_control)
+}
+
+pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    // Validate before touching the database: one bad id refuses the whole batch.
+    let to_track = match &command {
+        UsersCommand::Track { ids } => {
+            if let Some(bad) = ids.iter().find(|id| !valid_id(id)) {
+                return Err(UsageError(format!(
+                    "invalid externalUserId {bad:?}: must be 1 to 200 printable characters"
+                ))
+                .into());
+            }
+            Some(ids.clone())
+        }
+        UsersCommand::Import { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            Some(read_csv(&text, &file.display().to_string())?)
+        }
+        _ => None,
+    };
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
-    match command {
-        UsersCommand::Track { ids } => {
-            let schedule = super::daemon::load_schedule(None)?;
-            let polls = ids
-                .iter()
-                .map(|id| {
-                    let args = serde_json::to_value(KycPollArgs {
-                        v: 0,
-                        user: id.clone(),
-                    })
-                    .unwrap_or_default();
-                    jobs::enqueue::new_job(Kind::KycPoll, args, &schedule, None).map_err(UsageError)
+    if let Some(ids) = to_track {
+        let schedule = super::daemon::load_schedule(None)?;
+        let polls = ids
+            .iter()
+            .map(|id| {
+                let args = serde_json::to_value(KycPollArgs {
+                    v: 0,
+                    user: id.clone(),
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            // The users and their first KYC polls commit together.
-            let mut tx = pool.begin().await?;
-            let added = ledger::users::track(&mut *tx, &ids, "cli").await?;
-            queue::store::enqueue_many(&mut *tx, &polls).await?;
-            tx.commit().await?;
-            println!(
-                "tracking {} users ({added} new); their KYC polls are queued",
-                ids.len()
-            );
-        }
+                .unwrap_or_default();
+                jobs::enqueue::new_job(Kind::KycPoll, args, &schedule, None).map_err(UsageError)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The users and their first KYC polls commit together.
+        let mut tx = pool.begin().await?;
+        let added = ledger::users::track(&mut *tx, &ids, "cli").await?;
+        queue::store::enqueue_many(&mut *tx, &polls).await?;
+        tx.commit().await?;
+        println!(
+            "tracking {} users ({added} new); their KYC polls are queued",
+            ids.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match command {
+        UsersCommand::Track { .. } | UsersCommand::Import { .. } => {}
         UsersCommand::List { limit, json } => {
             let users = ledger::users::list(&pool, limit).await?;
             if json {
@@ -102,4 +147,21 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_csv;
+
+    #[test]
+    fn csv_import_reads_the_column_and_names_a_bad_line() {
+        let ids = read_csv("email,external_user_id\na@x,u-1\n\nb@x,\"u-2\"\n", "f.csv").unwrap();
+        assert_eq!(ids, vec!["u-1", "u-2"]);
+        let err = read_csv("external_user_id\nu-1\n  \n\n,\n", "f.csv")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("f.csv line 5"), "{err}");
+        let err = read_csv("id\nu-1\n", "f.csv").unwrap_err().0;
+        assert!(err.contains("no external_user_id column"), "{err}");
+    }
 }
