@@ -586,3 +586,105 @@ async fn a_rejected_api_key_stops_the_daemon_with_one_line(pool: PgPool) {
     );
     assert!(!err.contains("not-the-key-4711"), "the key leaked: {err}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_daemon_killed_during_finalize_never_submits_twice(pool: PgPool) {
+    migrate(&pool).await;
+    let funded = Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions: vec![p100_sandbox::TxSpec {
+                amount: rust_decimal::Decimal::new(1_000_000, 2),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        ..Scenario::default()
+    };
+    let p100 = Sandbox::from_scenario(funded).spawn().await.unwrap();
+    p100.sandbox().configure_exchange(|c| {
+        c.after_polls = None;
+        c.after_seconds = Some(0.0);
+    });
+    // P100 executes the exchange at once, then takes 30 s to answer: the daemon dies waiting.
+    p100.sandbox().add_fault(
+        p100_sandbox::Fault::new(
+            "/v1/partner/exchange",
+            p100_sandbox::FaultKind::Latency { ms: 30_000 },
+        )
+        .method("POST")
+        .times(1),
+    );
+    let amount = rust_decimal::Decimal::new(100, 0);
+    let (lock, _, expires) = p100.sandbox().create_lock("eur", "btc", amount);
+    let expires: DateTime<Utc> = expires.parse().unwrap();
+    let id = ledger::exchanges::submit(
+        &pool,
+        &ledger::Owner::Partner,
+        &lock,
+        "eur",
+        "btc",
+        amount,
+        expires,
+    )
+    .await
+    .unwrap();
+    let schedule = write_schedule("finalize", PLAIN);
+    let db = url_of(&pool);
+    let fast_rescue = ["--lease", "3s", "--heartbeat", "1s"];
+    let first = Daemon::start(&db, &p100, &schedule, &fast_rescue).await;
+    enqueue(
+        &pool,
+        NewJob {
+            kind: "exchange_finalize".into(),
+            payload: json!({ "exchange": id.to_string() }),
+            dedup_key: None,
+            run_at: None,
+            max_attempts: 20,
+        },
+    )
+    .await;
+
+    let state = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT state FROM exchanges WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(state(pool.clone()).await == "SUBMITTING"
+        && p100
+            .sandbox()
+            .request_stats()
+            .exchange_finalize_calls
+            .get(&lock)
+            == Some(&1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the finalize call never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.signal("KILL");
+    let _second = Daemon::start(&db, &p100, &schedule, &fast_rescue).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = state(pool.clone()).await;
+        if s == "COMPLETED" || s == "NEEDS_REVIEW" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exchange stuck in {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        p100.sandbox()
+            .request_stats()
+            .exchange_finalize_calls
+            .get(&lock),
+        Some(&1),
+        "P100 saw exactly one finalize"
+    );
+    assert_eq!(state(pool.clone()).await, "COMPLETED");
+}

@@ -330,7 +330,7 @@ async fn resolve_unknown(
             // An exchange shows in history once settled: look again shortly.
             Ok(Outcome::Snooze {
                 result: serde_json::json!({ "state": "SUBMITTING", "found": 0 }),
-                after: Duration::from_secs(30),
+                after: Duration::from_secs(10),
             })
         }
         0 => {
