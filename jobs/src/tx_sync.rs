@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use ledger::Owner;
 use ledger::postings::NewPosting;
 use ledger::provider::{LedgerState, ObservedTx, StoredTx, TxChange};
@@ -295,16 +294,27 @@ pub async fn sync(
 ) -> Result<SyncSummary, SyncError> {
     let cursor = ledger::provider::cursor(pool, owner).await?;
     let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
-    let query = HistoryQuery {
-        from: cursor.map(|c| c - overlap),
-        to: None,
-        size: p100::MAX_PAGE_SIZE,
-    };
-    let mut pages =
-        std::pin::pin!(client.transaction_pages(crate::balances::scope_of(owner), query));
+    let scope = crate::balances::scope_of(owner);
+    // Keyset paging: each request starts at the latest `updatedAt` seen so far (inclusive),
+    // so a row that changes status during the run and moves to the end cannot shift another
+    // row past a page boundary unseen. Only when a whole page shares one `updatedAt` does
+    // the next request move on by page number. Re-read rows are recognised and skipped.
+    let mut from = cursor.map(|c| {
+        c.checked_sub_signed(overlap)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    });
+    let mut page_no = 1;
     let mut summary = SyncSummary::default();
-    while let Some(page) = pages.next().await {
-        let page = page?;
+    loop {
+        let query = HistoryQuery {
+            from,
+            to: None,
+            size: p100::MAX_PAGE_SIZE,
+        };
+        let page = client.transactions_page(&scope, &query, page_no).await?;
+        let served = page.size.clamp(1, query.size) as usize;
+        let last = page.transactions.len() < served;
+        let max = page.transactions.iter().map(|t| t.updated_at).max();
         let rows: Vec<ObservedTx> = page.transactions.iter().map(observe).collect();
         let stats = apply_page(pool, owner, rows).await?;
         summary.pages += 1;
@@ -315,6 +325,15 @@ pub async fn sync(
         t.posted += stats.posted;
         t.reversed += stats.reversed;
         t.flagged += stats.flagged;
+        if last {
+            break;
+        }
+        if max.is_some() && max != from {
+            from = max;
+            page_no = 1;
+        } else {
+            page_no += 1;
+        }
     }
     ledger::provider::mark_synced(pool, owner).await?;
     Ok(summary)

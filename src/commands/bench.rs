@@ -279,10 +279,10 @@ async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_js
     .await?;
     let sync_secs = started.elapsed().as_secs_f64();
     let peak_rss_mb = peak_rss_mb();
-    if summary.totals.rows != args.transactions {
+    if summary.totals.new != args.transactions {
         anyhow::bail!(
-            "benchmark invalid: synced {} rows of {}",
-            summary.totals.rows,
+            "benchmark invalid: stored {} transactions of {}",
+            summary.totals.new,
             args.transactions
         );
     }
