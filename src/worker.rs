@@ -125,6 +125,7 @@ where
             jitter: 0.5,
         },
         max_deferrals: limits.max_deferrals as i32,
+        host: hostname(),
     };
     let backend = PgJobs::<J::Args>::new(&ctx.pool, config).with_notifier(notifier);
     let mut monitor = monitor;

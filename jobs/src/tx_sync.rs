@@ -382,6 +382,6 @@ pub async fn run(ctx: &JobContext, args: TxSyncArgs) -> Outcome {
             Outcome::Done(serde_json::to_value(&summary).unwrap_or_default())
         }
         Err(SyncError::P100(e)) => crate::p100_outcome::for_read_error(&e),
-        Err(SyncError::Ledger(e)) => Outcome::retry(e.to_string()),
+        Err(SyncError::Ledger(e)) => Outcome::retry(format!("syncing {owner}: {e}")),
     }
 }

@@ -66,12 +66,10 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
-    let runs_before = 0;
+    // Runs are counted from the enqueue statement itself: reading them afterwards could miss
+    // a run that finished in between, and `--wait` would then wait for the next one.
     let enqueued = jobs::enqueue::enqueue(&pool, &job).await?;
-    let runs_before = queue::store::show(&pool, enqueued.id)
-        .await?
-        .map(|j| j.runs)
-        .unwrap_or(runs_before);
+    let runs_before = enqueued.runs;
     if !args.json {
         if enqueued.created {
             println!("enqueued job {} ({kind})", enqueued.id);

@@ -54,6 +54,8 @@ pub struct QueueConfig {
     pub backoff: Backoff,
     /// Deferrals allowed before the job goes dead.
     pub max_deferrals: i32,
+    /// This machine's name, recorded with the worker.
+    pub host: String,
 }
 
 impl QueueConfig {
@@ -67,6 +69,7 @@ impl QueueConfig {
             poll_interval: Duration::from_secs(1),
             backoff: Backoff::default(),
             max_deferrals: 20,
+            host: String::new(),
         }
     }
 }
@@ -125,13 +128,10 @@ where
     type Error = Error;
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
         store::register_worker(
             &self.pool,
             worker.name(),
-            &host,
+            &self.cfg.host,
             std::process::id() as i32,
             std::slice::from_ref(&self.cfg.kind),
         )

@@ -104,6 +104,8 @@ pub struct Enqueued {
     pub id: i64,
     /// False when a live job of the same unit already existed (it was brought forward).
     pub created: bool,
+    /// Runs the job had completed when it was enqueued (what `--wait` counts from).
+    pub runs: i32,
 }
 
 /// Adds a job; if a live job of the same (kind, dedup key) exists, returns it instead and
@@ -111,14 +113,14 @@ pub struct Enqueued {
 pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, Error> {
     // The live job may finish between our insert and our update; then insert again.
     for _ in 0..5 {
-        let inserted: Option<(i64,)> = sqlx::query_as(
+        let inserted: Option<(i64, i32)> = sqlx::query_as(
             r#"
             INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
             VALUES ($1, $2, $3, COALESCE($4, now()), $5)
             ON CONFLICT (kind, dedup_key)
                 WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
                 DO NOTHING
-            RETURNING id
+            RETURNING id, runs
             "#,
         )
         .bind(&job.kind)
@@ -128,16 +130,20 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
         .bind(job.max_attempts)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some((id,)) = inserted {
-            return Ok(Enqueued { id, created: true });
+        if let Some((id, runs)) = inserted {
+            return Ok(Enqueued {
+                id,
+                created: true,
+                runs,
+            });
         }
-        let existing: Option<(i64,)> = sqlx::query_as(
+        let existing: Option<(i64, i32)> = sqlx::query_as(
             r#"
             UPDATE jobs
                SET run_at = CASE WHEN state = 'running' THEN run_at
                                  ELSE LEAST(run_at, COALESCE($3, now())) END
              WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running')
-            RETURNING id
+            RETURNING id, runs
             "#,
         )
         .bind(&job.kind)
@@ -145,8 +151,12 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
         .bind(job.run_at)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some((id,)) = existing {
-            return Ok(Enqueued { id, created: false });
+        if let Some((id, runs)) = existing {
+            return Ok(Enqueued {
+                id,
+                created: false,
+                runs,
+            });
         }
     }
     Err(Error::Contended(format!(

@@ -40,7 +40,8 @@ async fn a_duplicate_unit_returns_the_live_job_and_brings_it_forward(pool: PgPoo
         again,
         queue::Enqueued {
             id: first.id,
-            created: false
+            created: false,
+            runs: 0
         }
     );
     assert!(
