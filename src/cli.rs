@@ -80,6 +80,9 @@ pub enum Command {
     /// Inspect exchanges.
     #[command(subcommand)]
     Exchanges(ExchangesCommand),
+    /// Outgoing SEPA transfers: register one to follow, inspect them.
+    #[command(subcommand)]
+    Sepa(SepaCommand),
     /// Apply database migrations.
     Migrate,
     /// Serve the built-in P100 sandbox until interrupted.
@@ -153,6 +156,9 @@ pub struct EnqueueArgs {
     /// An exchange, by local id or lockId (exchange_finalize).
     #[arg(long, value_name = "ID")]
     pub exchange: Option<String>,
+    /// A SEPA transfer, by transferId (sepa_status).
+    #[arg(long, value_name = "ID")]
+    pub transfer: Option<String>,
     /// Not before this time: RFC 3339 (2026-11-26T02:00:00Z) or a delay from now (90s, 5m).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
@@ -203,6 +209,50 @@ pub struct ExchangeSubmitArgs {
     /// Lock expiry (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     pub expires_at: String,
+}
+
+/// `sepa` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SepaCommand {
+    /// Register an outgoing SEPA transfer to follow: places a ledger hold and queues its
+    /// status checks.
+    Track(SepaTrackArgs),
+    /// Transfers, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One transfer (transferId) with its status history.
+    Show {
+        /// P100's transferId.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `sepa track` arguments.
+#[derive(Debug, Args)]
+pub struct SepaTrackArgs {
+    /// P100's transferId (as returned by Create a SEPA Transfer).
+    pub transfer_id: String,
+    /// Debits the partner's balance.
+    #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+    pub partner: bool,
+    /// Debits this user's balance.
+    #[arg(long, value_name = "EXTERNAL_USER_ID")]
+    pub user: Option<String>,
+    /// Amount sent (without P100's fee).
+    #[arg(long, value_name = "DEC")]
+    pub amount: String,
+    /// Currency (eur).
+    #[arg(long, value_name = "CUR")]
+    pub currency: String,
 }
 
 /// `exchanges` subcommands.

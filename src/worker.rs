@@ -7,7 +7,9 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
-use jobs::handler::{ExchangeFinalize, Job, KycPoll, Noop, SyncSweep, TxSync, handle};
+use jobs::handler::{
+    ExchangeFinalize, IntakeSweep, Job, KycPoll, Noop, SepaStatus, SyncSweep, TxSync, handle,
+};
 use jobs::kinds::Kind;
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
 
@@ -83,6 +85,12 @@ pub async fn run(
             }
             Kind::ExchangeFinalize => {
                 register::<ExchangeFinalize>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::SepaStatus => {
+                register::<SepaStatus>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::IntakeSweep => {
+                register::<IntakeSweep>(monitor, &ctx, &notifier, options, queue_name(*kind))
             }
         };
     }

@@ -218,6 +218,112 @@ async fn exchange_submit_validates_records_and_queues_the_finalization(pool: sql
 }
 
 #[sqlx::test(migrations = false)]
+async fn sepa_track_validates_places_the_hold_and_lists_the_transfer(pool: sqlx::PgPool) {
+    let url = url_of(&pool);
+    let cli = move |args: Vec<&'static str>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || run(bin().args(&args).env("DATABASE_URL", url)))
+                .await
+                .unwrap()
+        }
+    };
+    let (code, _, err) = cli(vec![
+        "sepa",
+        "track",
+        "T-1",
+        "--partner",
+        "--amount",
+        "-5",
+        "--currency",
+        "eur",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--amount"), "{err}");
+    let (code, _, err) = cli(vec![
+        "sepa",
+        "track",
+        "T-1",
+        "--amount",
+        "5",
+        "--currency",
+        "eur",
+    ])
+    .await;
+    assert_eq!(code, 2, "an owner is required: {err}");
+    let (code, out, err) = cli(vec![
+        "sepa",
+        "track",
+        "T-1",
+        "--user",
+        "u-7",
+        "--amount",
+        "12.50",
+        "--currency",
+        "EUR",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "T-1");
+    let (code, _, err) = cli(vec![
+        "sepa",
+        "track",
+        "T-1",
+        "--user",
+        "u-7",
+        "--amount",
+        "12.50",
+        "--currency",
+        "eur",
+    ])
+    .await;
+    assert_eq!(code, 2, "the same transfer twice is refused: {err}");
+    assert!(err.contains("already tracked"), "{err}");
+
+    let (code, out, _) = cli(vec!["sepa", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            list[0]["transfer_id"].as_str(),
+            list[0]["status"].as_str(),
+            list[0]["hold_state"].as_str(),
+            list[0]["currency"].as_str(),
+            list[0]["external_user_id"].as_str()
+        ),
+        (
+            Some("T-1"),
+            Some("TRACKING"),
+            Some("held"),
+            Some("eur"),
+            Some("u-7")
+        )
+    );
+    assert_eq!(list[0]["amount"], "12.50");
+    let (code, out, _) = cli(vec!["sepa", "show", "T-1", "--json"]).await;
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["events"][0]["status"], "TRACKING");
+    let held: rust_decimal::Decimal = sqlx::query_scalar(
+        "SELECT balance FROM ledger_accounts WHERE owner_kind = 'user_hold' AND external_user_id = 'u-7'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(held.to_string(), "-12.50");
+    let queued: Vec<String> =
+        sqlx::query_scalar("SELECT dedup_key FROM jobs WHERE kind = 'sepa_status'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, vec!["transfer:T-1"]);
+    let (code, _, err) = cli(vec!["sepa", "show", "nope"]).await;
+    assert_eq!(code, 2, "{err}");
+}
+
+#[sqlx::test(migrations = false)]
 async fn users_import_refuses_a_bad_file_whole_and_lists_what_it_tracks(pool: sqlx::PgPool) {
     let url = url_of(&pool);
     let dir = std::env::temp_dir().join(format!("p100-import-{}", std::process::id()));

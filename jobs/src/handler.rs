@@ -99,6 +99,34 @@ impl Job for ExchangeFinalize {
     }
 }
 
+/// `sepa_status`.
+pub struct SepaStatus;
+
+impl Job for SepaStatus {
+    type Args = crate::sepa_status::SepaStatusArgs;
+    const KIND: Kind = Kind::SepaStatus;
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.transfer.clone())
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::sepa_status::run(ctx, args).await
+    }
+}
+
+/// `intake_sweep`.
+pub struct IntakeSweep;
+
+impl Job for IntakeSweep {
+    type Args = crate::intake_sweep::IntakeSweepArgs;
+    const KIND: Kind = Kind::IntakeSweep;
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::intake_sweep::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

@@ -26,6 +26,10 @@ pub enum Kind {
     KycPoll,
     /// Executes a locked exchange at most once and follows it.
     ExchangeFinalize,
+    /// Follows one outgoing SEPA transfer to its end.
+    SepaStatus,
+    /// Queues the first job of intake rows the partner's application inserted directly.
+    IntakeSweep,
 }
 
 impl Kind {
@@ -36,6 +40,8 @@ impl Kind {
         Kind::SyncSweep,
         Kind::KycPoll,
         Kind::ExchangeFinalize,
+        Kind::SepaStatus,
+        Kind::IntakeSweep,
     ];
 
     /// The queue name.
@@ -46,6 +52,8 @@ impl Kind {
             Kind::SyncSweep => "sync_sweep",
             Kind::KycPoll => "kyc_poll",
             Kind::ExchangeFinalize => "exchange_finalize",
+            Kind::SepaStatus => "sepa_status",
+            Kind::IntakeSweep => "intake_sweep",
         }
     }
 
@@ -90,7 +98,16 @@ impl Kind {
                 backoff_base: Duration::from_secs(5),
                 backoff_max: Duration::from_secs(300),
             },
-            Kind::SyncSweep => KindLimits {
+            // Like kyc_poll: a 401 defers every read until the key is fixed.
+            Kind::SepaStatus => KindLimits {
+                timeout: Duration::from_secs(60),
+                max_attempts: 10,
+                concurrency: 8,
+                max_deferrals: 10_000,
+                backoff_base: Duration::from_secs(30),
+                backoff_max: Duration::from_secs(3600),
+            },
+            Kind::SyncSweep | Kind::IntakeSweep => KindLimits {
                 timeout: Duration::from_secs(120),
                 max_attempts: 3,
                 concurrency: 1,
@@ -136,6 +153,19 @@ impl Kind {
                     );
                 }
                 Ok(Some(format!("exchange:{}", args.exchange)))
+            }
+            Kind::SepaStatus => {
+                let args = crate::sepa_status::SepaStatusArgs::deserialize(args)
+                    .map_err(|e| e.to_string())?;
+                if args.transfer.trim().is_empty() {
+                    return Err("sepa_status needs \"transfer\": \"<transferId>\"".to_owned());
+                }
+                Ok(Some(format!("transfer:{}", args.transfer)))
+            }
+            Kind::IntakeSweep => {
+                crate::intake_sweep::IntakeSweepArgs::deserialize(args)
+                    .map_err(|e| e.to_string())?;
+                Ok(Some("sweep".to_owned()))
             }
             // One live sweep at a time.
             Kind::SyncSweep => {
@@ -200,7 +230,9 @@ mod tests {
                 "tx_sync",
                 "sync_sweep",
                 "kyc_poll",
-                "exchange_finalize"
+                "exchange_finalize",
+                "sepa_status",
+                "intake_sweep"
             ]
         );
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));

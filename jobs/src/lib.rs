@@ -11,6 +11,8 @@
 //! - `sync_sweep` ([`sync_sweep`]): `tx_sync` for tracked users, spread over time.
 //! - `kyc_poll` ([`kyc_poll`]): one user's KYC, re-polled with a growing delay.
 //! - `exchange_finalize` ([`exchange_finalize`]): a locked exchange executed at most once.
+//! - `sepa_status` ([`sepa_status`]): an outgoing SEPA transfer followed to its end; holds.
+//! - `intake_sweep` ([`intake_sweep`]): first jobs for rows inserted into the intake tables.
 
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod context;
 pub mod enqueue;
 pub mod exchange_finalize;
 pub mod handler;
+pub mod intake_sweep;
 pub mod kinds;
 pub mod kyc_poll;
 pub mod mapping;
@@ -26,6 +29,7 @@ pub mod noop;
 pub mod p100_outcome;
 pub mod schedule;
 pub mod scheduler;
+pub mod sepa_status;
 pub mod sync_sweep;
 pub mod tx_sync;
 

@@ -22,7 +22,8 @@ pub fn counter_kind(kind: &str) -> Option<AccountKind> {
 
 /// The idempotency key of a transaction's posting. Exchange legs are keyed by their lock and
 /// side, so the leg posted by `exchange_finalize` (from P100's details) and the same leg seen
-/// later in the history are one posting, whichever arrives first.
+/// later in the history are one posting, whichever arrives first; SEPA transfers likewise by
+/// their `transferId`, shared with `sepa_status`.
 pub fn posting_key(owner: &Owner, tx: &ObservedTx) -> String {
     let who = match owner {
         Owner::Partner => "partner".to_owned(),
@@ -37,6 +38,7 @@ pub fn posting_key(owner: &Owner, tx: &ObservedTx) -> String {
             };
             format!("exchange:{who}:{lock}:{side}")
         }
+        ("SEPA_TRANSFER", Some(transfer)) => format!("sepa:{who}:{transfer}"),
         _ => format!("p100:{who}:{}", tx.provider_tx_id),
     }
 }

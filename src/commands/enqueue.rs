@@ -56,6 +56,12 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
             serde_json::Value::String(exchange.clone()),
         );
     }
+    if let Some(transfer) = &args.transfer {
+        map.insert(
+            "transfer".to_owned(),
+            serde_json::Value::String(transfer.clone()),
+        );
+    }
     let run_at = args.at.as_deref().map(parse_at).transpose()?;
     let wait_timeout = jobs::schedule::parse_duration(&args.wait_timeout)
         .map_err(|e| UsageError(format!("--wait-timeout: {e}")))?;

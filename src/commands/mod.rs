@@ -16,6 +16,7 @@ mod jobs;
 mod ledger_verify;
 mod migrate;
 mod sandbox;
+mod sepa;
 mod users;
 
 /// Runs one command line. Errors wrapping [`UsageError`] mean exit status 2.
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             exchanges::submit(&settings, args).await
         }
         Command::Exchanges(command) => exchanges::inspect(&settings, command).await,
+        Command::Sepa(command) => sepa::run(&settings, command).await,
         Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
             ledger_verify::run(&settings, json).await
         }

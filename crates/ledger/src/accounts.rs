@@ -21,6 +21,12 @@ pub enum AccountKind {
     InternalClearing,
     /// The other side of exchange legs, per currency.
     ExchangeClearing,
+    /// Amounts the partner's outgoing operations have reserved (negative while held).
+    PartnerHold,
+    /// Amounts a user's outgoing operations have reserved (negative while held).
+    UserHold,
+    /// The other side of holds.
+    HoldsClearing,
 }
 
 impl AccountKind {
@@ -33,6 +39,9 @@ impl AccountKind {
             AccountKind::P100Fees => "p100_fees",
             AccountKind::InternalClearing => "internal_clearing",
             AccountKind::ExchangeClearing => "exchange_clearing",
+            AccountKind::PartnerHold => "partner_hold",
+            AccountKind::UserHold => "user_hold",
+            AccountKind::HoldsClearing => "holds_clearing",
         }
     }
 }
@@ -59,6 +68,22 @@ impl AccountRef {
             },
             Owner::User(id) => AccountRef {
                 kind: AccountKind::User,
+                external_user_id: Some(id.clone()),
+                currency: currency.to_owned(),
+            },
+        }
+    }
+
+    /// The account holding what an owner's outgoing operations have reserved in `currency`.
+    pub fn hold(owner: &Owner, currency: &str) -> AccountRef {
+        match owner {
+            Owner::Partner => AccountRef {
+                kind: AccountKind::PartnerHold,
+                external_user_id: None,
+                currency: currency.to_owned(),
+            },
+            Owner::User(id) => AccountRef {
+                kind: AccountKind::UserHold,
                 external_user_id: Some(id.clone()),
                 currency: currency.to_owned(),
             },

@@ -8,10 +8,13 @@
 
 pub mod accounts;
 pub mod balances;
+pub mod discrepancies;
 pub mod exchanges;
+pub mod intake;
 pub mod owner;
 pub mod postings;
 pub mod provider;
+pub mod sepa;
 pub mod snapshots;
 pub mod users;
 

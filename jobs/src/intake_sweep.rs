@@ -1,0 +1,88 @@
+//! `intake_sweep`: queues the first job of rows the partner's application inserted into the
+//! intake tables directly (`tracked_users` → `kyc_poll`, `exchanges` → `exchange_finalize`,
+//! `sepa_transfers` → `sepa_status`). Rows are marked queued in the same transaction as their
+//! jobs, so a crash queues them again and a second sweep skips them. Rows registered through
+//! the CLI already have their job; the dedup of live jobs makes the sweep a no-op for them.
+
+use queue::Outcome;
+use serde::{Deserialize, Serialize};
+
+use crate::context::JobContext;
+use crate::exchange_finalize::ExchangeFinalizeArgs;
+use crate::kinds::Kind;
+use crate::kyc_poll::KycPollArgs;
+use crate::sepa_status::SepaStatusArgs;
+
+/// Payload of `intake_sweep`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeSweepArgs {
+    /// Payload version.
+    #[serde(default)]
+    pub v: u32,
+    /// Rows per table per sweep.
+    #[serde(default = "default_batch")]
+    pub batch: i64,
+}
+
+impl Default for IntakeSweepArgs {
+    fn default() -> Self {
+        Self {
+            v: 0,
+            batch: default_batch(),
+        }
+    }
+}
+
+fn default_batch() -> i64 {
+    1000
+}
+
+/// Runs one sweep.
+pub async fn run(ctx: &JobContext, args: IntakeSweepArgs) -> Outcome {
+    match sweep(ctx, &args).await {
+        Ok(result) => Outcome::Done(result),
+        Err(e) => Outcome::retry(e),
+    }
+}
+
+async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::Value, String> {
+    let mut tx = ctx.pool.begin().await.map_err(|e| e.to_string())?;
+    let due = ledger::intake::claim_unqueued(&mut tx, args.batch.max(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut jobs = Vec::new();
+    let mut add = |kind: Kind, payload: serde_json::Value| {
+        crate::enqueue::new_job(kind, payload, &ctx.schedule, None).map(|job| jobs.push(job))
+    };
+    for user in &due.users {
+        add(
+            Kind::KycPoll,
+            serde_json::json!(KycPollArgs {
+                v: 0,
+                user: user.clone()
+            }),
+        )?;
+    }
+    for id in &due.exchanges {
+        let args = ExchangeFinalizeArgs {
+            exchange: id.to_string(),
+            ..ExchangeFinalizeArgs::default()
+        };
+        add(Kind::ExchangeFinalize, serde_json::json!(args))?;
+    }
+    for transfer in &due.transfers {
+        let args = SepaStatusArgs {
+            transfer: transfer.clone(),
+            ..SepaStatusArgs::default()
+        };
+        add(Kind::SepaStatus, serde_json::json!(args))?;
+    }
+    let added = queue::store::enqueue_many(&mut *tx, &jobs)
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({
+        "users": due.users.len(), "exchanges": due.exchanges.len(),
+        "transfers": due.transfers.len(), "enqueued": added,
+    }))
+}

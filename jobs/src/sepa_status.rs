@@ -1,0 +1,292 @@
+//! `sepa_status`: follows one outgoing SEPA transfer to `SUCCESSFUL` or `FAILED`.
+//!
+//! Tracking places a hold on the owner's hold account. Each run reads the transfer's details
+//! once and records what P100 says. `SUCCESSFUL` settles: the movement (amount and fee as
+//! P100 reports them) is posted under the key the history sync uses for the same transfer's
+//! SEPA_TRANSFER row, so whichever sees it first posts it, and the hold is reversed, in one
+//! transaction. `FAILED` releases the hold and keeps P100's `error`. A P428 (unknown
+//! transfer) is tolerated for a grace period (P100 may not show a fresh transfer yet); after
+//! it the transfer becomes `MISSING_AT_PROVIDER` with a discrepancy, and its hold stays until
+//! a person resolves it. Read-only at P100.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ledger::discrepancies::Finding;
+use ledger::provider::ObservedTx;
+use ledger::sepa::{Observation, SepaTransfer};
+use p100::ErrorClass;
+use p100::enums::SepaStatus;
+use queue::Outcome;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{JobContext, P100Health};
+
+/// First re-read delay while the transfer is in progress.
+pub const FIRST_DELAY: Duration = Duration::from_secs(30);
+/// Longest re-read delay while the transfer is in progress.
+pub const MAX_DELAY: Duration = Duration::from_secs(1800);
+/// How long a P428 is taken to mean "not visible yet" rather than "missing".
+pub const DEFAULT_NOT_FOUND_GRACE: Duration = Duration::from_secs(3600);
+/// How long the kind pauses after P100 rejected the key.
+pub const AUTH_PAUSE: Duration = Duration::from_secs(300);
+/// Who the discrepancies this job raises are attributed to.
+const ACTOR: &str = "sepa_status";
+
+/// Payload of `sepa_status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SepaStatusArgs {
+    /// Payload version.
+    #[serde(default)]
+    pub v: u32,
+    /// P100's `transferId`.
+    pub transfer: String,
+    /// Grace period for P428 in seconds (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_found_grace_seconds: Option<u64>,
+}
+
+/// The delay after the n-th read in a row that found the transfer in progress.
+pub fn in_progress_delay(polls: u32) -> Duration {
+    let exponent = polls.saturating_sub(1).min(16);
+    FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY)
+}
+
+/// One read.
+pub async fn run(ctx: &JobContext, args: SepaStatusArgs) -> Outcome {
+    match step(ctx, &args).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::retry(e.to_string()),
+    }
+}
+
+fn done(t: &SepaTransfer, status: &str) -> Outcome {
+    Outcome::Done(serde_json::json!({ "transfer_id": t.transfer_id, "status": status }))
+}
+
+async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger::Error> {
+    let Some(client) = &ctx.p100 else {
+        return Ok(Outcome::dead("this process has no P100 client"));
+    };
+    let Some(found) = ledger::sepa::find(&ctx.pool, &args.transfer).await? else {
+        return Ok(Outcome::dead(format!(
+            "no SEPA transfer {} is tracked",
+            args.transfer
+        )));
+    };
+    if found.is_terminal() {
+        return Ok(done(&found, &found.status));
+    }
+    if found.hold_state == "none" {
+        // An intake row: the hold is placed by its first run.
+        let mut tx = ctx.pool.begin().await?;
+        if let Some(t) = ledger::sepa::load_for_update(&mut tx, found.id).await? {
+            ledger::sepa::place_hold(&mut tx, &t).await?;
+        }
+        tx.commit().await?;
+    }
+    if ctx.p100_health() == P100Health::AuthFailed {
+        return Ok(Outcome::Defer {
+            reason: "P100 rejected the API key; sepa_status is paused".into(),
+            after: AUTH_PAUSE,
+        });
+    }
+    let answer = client.sepa_transfer(&found.transfer_id).await;
+    // The row lock serialises two runs of the same transfer; the second sees the first's work.
+    let mut tx = ctx.pool.begin().await?;
+    let Some(t) = ledger::sepa::load_for_update(&mut tx, found.id).await? else {
+        return Ok(Outcome::dead(format!(
+            "SEPA transfer {} vanished",
+            found.id
+        )));
+    };
+    if t.is_terminal() {
+        return Ok(done(&t, &t.status));
+    }
+    let details = match answer {
+        Ok(details) => details,
+        Err(e) if e.code() == Some("P428") => {
+            let grace = args
+                .not_found_grace_seconds
+                .map_or(DEFAULT_NOT_FOUND_GRACE, Duration::from_secs);
+            let age = (Utc::now() - t.created_at).to_std().unwrap_or_default();
+            if age < grace {
+                let seen = Observation {
+                    status: t.status.clone(),
+                    still_pending: true,
+                    ..Observation::default()
+                };
+                ledger::sepa::record(&mut tx, &t, &seen).await?;
+                tx.commit().await?;
+                let wait = in_progress_delay(t.polls as u32 + 1).min(grace - age);
+                return Ok(Outcome::Snooze {
+                    result: serde_json::json!({ "p100": "P428", "within_grace": true }),
+                    after: wait.max(Duration::from_secs(1)),
+                });
+            }
+            let note = format!(
+                "P100 does not know transfer {} (P428) {} s after tracking started",
+                t.transfer_id,
+                age.as_secs()
+            );
+            let owner = t.owner()?;
+            let finding = Finding {
+                owner,
+                currency: Some(t.currency.clone()),
+                subject: Some(t.transfer_id.clone()),
+                class: "missing_at_provider".into(),
+                provider_balance: None,
+                ledger_balance: None,
+                delta: None,
+                amount: Some(t.amount),
+                explanations: serde_json::json!([]),
+                detail: Some(note.clone()),
+                severity: recon::severity::of(t.amount, Some(&t.currency), age)
+                    .as_str()
+                    .to_owned(),
+            };
+            ledger::discrepancies::raise(&mut tx, &finding, ACTOR, None).await?;
+            let seen = Observation {
+                status: "MISSING_AT_PROVIDER".into(),
+                note: Some(note),
+                ..Observation::default()
+            };
+            ledger::sepa::record(&mut tx, &t, &seen).await?;
+            tx.commit().await?;
+            return Ok(done(&t, "MISSING_AT_PROVIDER"));
+        }
+        Err(e) if e.class == ErrorClass::Auth => {
+            ctx.set_p100_health(P100Health::AuthFailed);
+            return Ok(Outcome::Defer {
+                reason: e.to_string(),
+                after: AUTH_PAUSE,
+            });
+        }
+        Err(e) => return Ok(crate::p100_outcome::for_read_error(&e)),
+    };
+    let mut seen = Observation {
+        status: details.status.as_str().to_owned(),
+        p100_amount: Some(details.amount),
+        p100_currency: Some(details.currency.as_str().to_owned()),
+        fee: details.fee,
+        error: details.error.clone(),
+        note: None,
+        still_pending: false,
+    };
+    let now = Utc::now();
+    match details.status {
+        SepaStatus::Successful => {
+            let owner = t.owner()?;
+            let movement = ObservedTx {
+                provider_tx_id: t.transfer_id.clone(),
+                kind: "SEPA_TRANSFER".into(),
+                status: "COMPLETED".into(),
+                currency: details.currency.as_str().to_owned(),
+                amount: -details.amount,
+                fee: details.fee.unwrap_or_default(),
+                reference: Some(t.transfer_id.clone()),
+                exchange_id: None,
+                created_at: details.created_at.unwrap_or(now),
+                updated_at: now,
+                payload: serde_json::Value::Null,
+                payload_hash: String::new(),
+            };
+            let key = crate::mapping::posting_key(&owner, &movement);
+            match crate::mapping::to_posting(&owner, &movement, key) {
+                Ok(Some(p)) => {
+                    ledger::postings::post(&mut tx, &[p]).await?;
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(Outcome::dead(e.to_string())),
+            }
+            for finding in mismatches(&t, &owner, details.amount, details.currency.as_str()) {
+                ledger::discrepancies::raise(&mut tx, &finding, ACTOR, None).await?;
+            }
+            ledger::sepa::end_hold(&mut tx, &t, "settled", now).await?;
+            ledger::sepa::record(&mut tx, &t, &seen).await?;
+            tx.commit().await?;
+            Ok(done(&t, "SUCCESSFUL"))
+        }
+        SepaStatus::Failed => {
+            seen.note = Some(match &details.error {
+                Some(error) => format!("P100: {error}"),
+                None => "P100 reports FAILED without an error".into(),
+            });
+            ledger::sepa::end_hold(&mut tx, &t, "released", now).await?;
+            ledger::sepa::record(&mut tx, &t, &seen).await?;
+            tx.commit().await?;
+            Ok(done(&t, "FAILED"))
+        }
+        _ => {
+            seen.still_pending = true;
+            ledger::sepa::record(&mut tx, &t, &seen).await?;
+            tx.commit().await?;
+            Ok(Outcome::Snooze {
+                result: serde_json::json!({ "p100_status": details.status.as_str() }),
+                after: in_progress_delay(t.polls as u32 + 1),
+            })
+        }
+    }
+}
+
+/// What P100 settled that differs from what was registered.
+fn mismatches(
+    t: &SepaTransfer,
+    owner: &ledger::Owner,
+    amount: Decimal,
+    currency: &str,
+) -> Vec<Finding> {
+    let finding = |class: &str, detail: String| Finding {
+        owner: owner.clone(),
+        currency: Some(t.currency.clone()),
+        subject: Some(t.transfer_id.clone()),
+        class: class.into(),
+        provider_balance: None,
+        ledger_balance: None,
+        delta: None,
+        amount: Some(amount),
+        explanations: serde_json::json!([]),
+        detail: Some(detail),
+        severity: recon::severity::of(
+            (amount - t.amount).abs().max(amount),
+            Some(&t.currency),
+            Duration::ZERO,
+        )
+        .as_str()
+        .to_owned(),
+    };
+    let mut out = Vec::new();
+    if currency != t.currency {
+        out.push(finding(
+            "currency_mismatch",
+            format!(
+                "transfer {} was registered in {} but P100 settled it in {currency}",
+                t.transfer_id, t.currency
+            ),
+        ));
+    } else if amount != t.amount {
+        out.push(finding(
+            "amount_mismatch",
+            format!(
+                "transfer {} was registered for {} but P100 settled {amount}",
+                t.transfer_id, t.amount
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_grows_from_thirty_seconds_to_half_an_hour() {
+        assert_eq!(in_progress_delay(1), Duration::from_secs(30));
+        assert_eq!(in_progress_delay(2), Duration::from_secs(60));
+        assert_eq!(in_progress_delay(4), Duration::from_secs(240));
+        assert_eq!(in_progress_delay(7), Duration::from_secs(1800));
+        assert_eq!(in_progress_delay(500), Duration::from_secs(1800));
+    }
+}

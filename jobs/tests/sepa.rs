@@ -1,0 +1,455 @@
+//! `sepa_status` against the sandbox: hold, settle, release, P428 grace, shared postings.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use jobs::JobContext;
+use jobs::sepa_status::{self, SepaStatusArgs};
+use ledger::Owner;
+use ledger::accounts::AccountKind;
+use p100_sandbox::{Fault, FaultKind, RunningSandbox, Sandbox, Scenario, SepaSpec, TxSpec};
+use queue::Outcome;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
+    let funded = Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions: vec![TxSpec {
+                amount: dec("1000.00"),
+                ..TxSpec::default()
+            }],
+            ..Default::default()
+        },
+        ..Scenario::default()
+    };
+    let sandbox = Sandbox::from_scenario(funded).spawn().await.unwrap();
+    let mut config = p100::Config::new(
+        sandbox.base_url().parse().unwrap(),
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(p100::Client::new(config).unwrap()),
+        schedule: Arc::default(),
+        p100_health: Arc::default(),
+    };
+    (sandbox, ctx)
+}
+
+/// Creates a transfer at the sandbox and tracks it (hold placed) as `sepa track` does.
+async fn create_and_track(
+    pool: &PgPool,
+    sandbox: &RunningSandbox,
+    spec: SepaSpec,
+    tracked_amount: &str,
+) -> String {
+    let id = sandbox
+        .sandbox()
+        .add_sepa_transfers(vec![spec])
+        .unwrap()
+        .remove(0);
+    let mut tx = pool.begin().await.unwrap();
+    ledger::sepa::track(&mut tx, &Owner::Partner, &id, dec(tracked_amount), "eur")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// Runs the job like the queue would until it is done.
+async fn drive(ctx: &JobContext, transfer: &str, grace: Option<u64>) -> Vec<String> {
+    let mut labels = Vec::new();
+    for _ in 0..10 {
+        let outcome = sepa_status::run(
+            ctx,
+            SepaStatusArgs {
+                v: 0,
+                transfer: transfer.to_owned(),
+                not_found_grace_seconds: grace,
+            },
+        )
+        .await;
+        labels.push(outcome.label().to_owned());
+        if matches!(outcome, Outcome::Done(_) | Outcome::Dead { .. }) {
+            break;
+        }
+    }
+    labels
+}
+
+async fn account(pool: &PgPool, kind: AccountKind) -> Decimal {
+    sqlx::query_scalar::<_, Decimal>(
+        "SELECT COALESCE(sum(balance), 0) FROM ledger_accounts WHERE owner_kind = $1 AND currency = 'eur'",
+    )
+    .bind(kind.as_str())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn statuses(pool: &PgPool, transfer: &str) -> Vec<String> {
+    let t = ledger::sepa::find(pool, transfer).await.unwrap().unwrap();
+    ledger::sepa::events(pool, t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect()
+}
+
+async fn sync_partner(ctx: &JobContext) {
+    jobs::tx_sync::sync(
+        ctx.p100.as_ref().unwrap(),
+        &ctx.pool,
+        &Owner::Partner,
+        jobs::tx_sync::DEFAULT_OVERLAP,
+    )
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_successful_transfer_is_held_then_settled_once_and_the_ledger_equals_p100(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sync_partner(&ctx).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("250.00"),
+            after_polls: Some(2),
+            ..SepaSpec::default()
+        },
+        "250.00",
+    )
+    .await;
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        dec("-250.00")
+    );
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("1000.00"));
+
+    let labels = drive(&ctx, &id, None).await;
+
+    assert_eq!(
+        labels,
+        vec!["snooze", "snooze", "done"],
+        "two reads in progress, then final"
+    );
+    assert_eq!(
+        statuses(&pool, &id).await,
+        vec!["TRACKING", "PROCESSING", "SUCCESSFUL"]
+    );
+    let t = ledger::sepa::find(&pool, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.hold_state.as_str(), t.fee),
+        ("settled", Some(dec("1.00")))
+    );
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        Decimal::ZERO
+    );
+    // 1000 − 250 − the 1.00 fee, as P100 has it.
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("749.00"));
+    assert_eq!(
+        sandbox.sandbox().balance("partner", "eur"),
+        Some(dec("749.00"))
+    );
+    // The history sync then sees the SEPA_TRANSFER row and posts nothing more.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sync_partner(&ctx).await;
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "the settled movement is one posting");
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("749.00"));
+    // A later run does nothing.
+    assert_eq!(drive(&ctx, &id, None).await, vec!["done"]);
+    assert!(ledger::balances::verify(&pool).await.unwrap().2.is_empty());
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn the_history_sync_settling_first_is_not_posted_twice(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("100.00"),
+            status: Some("SUCCESSFUL".into()),
+            ..SepaSpec::default()
+        },
+        "100.00",
+    )
+    .await;
+    sync_partner(&ctx).await;
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("899.00"));
+
+    assert_eq!(drive(&ctx, &id, None).await, vec!["done"]);
+
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("899.00"));
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        Decimal::ZERO
+    );
+    let sepa_postings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'sepa:%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sepa_postings, 1);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_failed_transfer_releases_the_hold_and_keeps_p100s_error(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sync_partner(&ctx).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("5000.00"),
+            final_status: Some("FAILED".into()),
+            ..SepaSpec::default()
+        },
+        "5000.00",
+    )
+    .await;
+
+    assert_eq!(drive(&ctx, &id, None).await, vec!["snooze", "done"]);
+
+    let t = ledger::sepa::find(&pool, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.hold_state.as_str()),
+        ("FAILED", "released")
+    );
+    let error = t.error.expect("P100's error is kept");
+    assert!(
+        !error.to_string().is_empty() && error.is_object(),
+        "{error}"
+    );
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        Decimal::ZERO
+    );
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("1000.00"));
+    let events = ledger::sepa::events(&pool, t.id).await.unwrap();
+    assert!(
+        events
+            .last()
+            .unwrap()
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("P100: "),
+        "{events:?}"
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(pool: PgPool) {
+    let (_sandbox, ctx) = setup(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    ledger::sepa::track(
+        &mut tx,
+        &Owner::Partner,
+        "no-such-transfer",
+        dec("42.00"),
+        "eur",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Within the grace period P428 means "not visible yet": the job snoozes.
+    let first = sepa_status::run(
+        &ctx,
+        SepaStatusArgs {
+            v: 0,
+            transfer: "no-such-transfer".into(),
+            not_found_grace_seconds: Some(3600),
+        },
+    )
+    .await;
+    assert_eq!(first.label(), "snooze");
+    let t = ledger::sepa::find(&pool, "no-such-transfer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.status, "TRACKING");
+
+    // After it, the transfer is missing at P100: a discrepancy, and the hold stays.
+    assert_eq!(drive(&ctx, "no-such-transfer", Some(0)).await, vec!["done"]);
+    let t = ledger::sepa::find(&pool, "no-such-transfer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.hold_state.as_str()),
+        ("MISSING_AT_PROVIDER", "held")
+    );
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        dec("-42.00")
+    );
+    let found = ledger::discrepancies::list(
+        &pool,
+        &ledger::discrepancies::Filter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (
+            found[0].class.as_str(),
+            found[0].subject.as_deref(),
+            found[0].amount,
+            found[0].state.as_str()
+        ),
+        (
+            "missing_at_provider",
+            Some("no-such-transfer"),
+            Some(dec("42.00")),
+            "open"
+        )
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn p100_errors_retry_or_defer_and_change_nothing(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("10.00"),
+            ..SepaSpec::default()
+        },
+        "10.00",
+    )
+    .await;
+    let path = format!("/v1/sepa-transfer/details/{id}");
+    sandbox.sandbox().add_faults([
+        Fault::new(&path, FaultKind::P501).times(1),
+        Fault::new(&path, FaultKind::Malformed).skip(1).times(1),
+        Fault::new(
+            &path,
+            FaultKind::RateLimit {
+                retry_after_seconds: 3,
+            },
+        )
+        .skip(2)
+        .times(1),
+    ]);
+    let labels = drive(&ctx, &id, None).await;
+    assert_eq!(labels, vec!["retry", "retry", "defer", "done"]);
+    let t = ledger::sepa::find(&pool, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.hold_state.as_str()),
+        ("SUCCESSFUL", "settled")
+    );
+    assert_eq!(statuses(&pool, &id).await, vec!["TRACKING", "SUCCESSFUL"]);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_intake_row_gets_its_hold_and_its_job_from_the_sweep(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    let id = sandbox
+        .sandbox()
+        .add_sepa_transfers(vec![SepaSpec {
+            amount: dec("7.50"),
+            ..SepaSpec::default()
+        }])
+        .unwrap()
+        .remove(0);
+    // The partner's application inserts the row itself.
+    sqlx::query(
+        "INSERT INTO sepa_transfers (transfer_id, owner_kind, amount, currency) VALUES ($1, 'partner', 7.50, 'eur')",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let bad = sqlx::query(
+        "INSERT INTO sepa_transfers (transfer_id, owner_kind, amount, currency) VALUES ('x', 'partner', -1, 'eur')",
+    )
+    .execute(&pool)
+    .await;
+    assert!(bad.is_err(), "a negative amount is refused by the table");
+
+    let swept = jobs::intake_sweep::run(&ctx, Default::default()).await;
+    let Outcome::Done(result) = swept else {
+        panic!("{swept:?}")
+    };
+    assert_eq!(result["transfers"], 1);
+    assert_eq!(result["enqueued"], 1);
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT dedup_key FROM jobs WHERE kind = 'sepa_status' AND state = 'pending'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, vec![format!("transfer:{id}")]);
+    // A second sweep finds nothing new.
+    let Outcome::Done(again) = jobs::intake_sweep::run(&ctx, Default::default()).await else {
+        panic!()
+    };
+    assert_eq!(again["enqueued"], 0);
+
+    assert_eq!(drive(&ctx, &id, None).await, vec!["snooze", "done"]);
+    let t = ledger::sepa::find(&pool, &id).await.unwrap().unwrap();
+    assert_eq!(t.hold_state, "settled");
+    let hold_postings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'sepa-hold%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(hold_postings, 2, "placed once and released once");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_settled_amount_that_differs_is_flagged(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    // We registered 20.00; P100 sent 25.00.
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("25.00"),
+            ..SepaSpec::default()
+        },
+        "20.00",
+    )
+    .await;
+    assert_eq!(drive(&ctx, &id, None).await, vec!["snooze", "done"]);
+    let found = ledger::discrepancies::list(
+        &pool,
+        &ledger::discrepancies::Filter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].class, "amount_mismatch");
+    assert_eq!(found[0].amount, Some(dec("25.00")));
+    // The ledger follows P100: 1000 − 25 − 1 fee (after the funding deposit is synced).
+    sync_partner(&ctx).await;
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("974.00"));
+}

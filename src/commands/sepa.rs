@@ -1,0 +1,165 @@
+//! `p100-recon sepa track|list|show`.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use jobs::kinds::Kind;
+use jobs::sepa_status::SepaStatusArgs;
+use ledger::Owner;
+use ledger::sepa::SepaTransfer;
+use rust_decimal::Decimal;
+
+use crate::UsageError;
+use crate::cli::{SepaCommand, SepaTrackArgs};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<ExitCode> {
+    if let SepaCommand::Track(args) = &command {
+        // Arguments are checked before anything is opened.
+        validate(args)?;
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    match command {
+        SepaCommand::Track(args) => track(&pool, args).await,
+        SepaCommand::List { limit, json } => {
+            let rows = ledger::sepa::list(&pool, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<38} {:<20} {:>14} {:<4} {:<9} owner",
+                    "transferId", "status", "amount", "cur", "hold"
+                );
+                for t in &rows {
+                    println!(
+                        "{:<38} {:<20} {:>14} {:<4} {:<9} {}",
+                        t.transfer_id,
+                        t.status,
+                        t.amount,
+                        t.currency,
+                        t.hold_state,
+                        owner_label(t)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SepaCommand::Show { id, json } => {
+            let Some(t) = ledger::sepa::find(&pool, &id).await? else {
+                return Err(UsageError(format!(
+                    "no SEPA transfer {id} is tracked; see `sepa list`"
+                ))
+                .into());
+            };
+            let events = ledger::sepa::events(&pool, t.id).await?;
+            if json {
+                let mut value = serde_json::to_value(&t)?;
+                value["events"] = serde_json::json!(
+                    events
+                        .iter()
+                        .map(|(s, n, at)| serde_json::json!({"status": s, "note": n, "at": at}))
+                        .collect::<Vec<_>>()
+                );
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "SEPA transfer {} ({}): {} {} → {}, hold {}{}",
+                    t.transfer_id,
+                    owner_label(&t),
+                    t.amount,
+                    t.currency,
+                    t.status,
+                    t.hold_state,
+                    t.fee.map(|f| format!(", fee {f}")).unwrap_or_default()
+                );
+                if let Some(error) = &t.error {
+                    println!("  P100 error: {error}");
+                }
+                for (status, note, at) in events {
+                    println!("  {at}  {status} {}", note.unwrap_or_default());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn owner_label(t: &SepaTransfer) -> String {
+    match &t.external_user_id {
+        Some(id) => format!("user {id}"),
+        None => "partner".to_owned(),
+    }
+}
+
+struct Validated {
+    owner: Owner,
+    amount: Decimal,
+    currency: String,
+    transfer_id: String,
+}
+
+fn validate(args: &SepaTrackArgs) -> Result<Validated, UsageError> {
+    let owner = match &args.user {
+        Some(id) if id.trim().is_empty() => {
+            return Err(UsageError("--user needs a non-empty id".into()));
+        }
+        Some(id) => Owner::User(id.clone()),
+        None => Owner::Partner,
+    };
+    let transfer_id = args.transfer_id.trim().to_owned();
+    if transfer_id.is_empty() || transfer_id.len() > 200 {
+        return Err(UsageError(
+            "the transferId must be 1–200 characters (P100's id of the transfer)".into(),
+        ));
+    }
+    let amount = Decimal::from_str(args.amount.trim())
+        .ok()
+        .filter(|a| *a > Decimal::ZERO && a.scale() <= p100::amount::MAX_SCALE)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--amount {:?}: expected a positive decimal with at most 8 decimals",
+                args.amount
+            ))
+        })?;
+    let currency = p100::Currency::parse(&args.currency)
+        .map(|c| c.as_str().to_owned())
+        .map_err(|e| UsageError(format!("--currency: {e}")))?;
+    Ok(Validated {
+        owner,
+        amount,
+        currency,
+        transfer_id,
+    })
+}
+
+async fn track(pool: &ledger::PgPool, args: SepaTrackArgs) -> anyhow::Result<ExitCode> {
+    let v = validate(&args)?;
+    let schedule = super::daemon::load_schedule(None)?;
+    let job_args = serde_json::to_value(SepaStatusArgs {
+        transfer: v.transfer_id.clone(),
+        ..SepaStatusArgs::default()
+    })?;
+    let job =
+        jobs::enqueue::new_job(Kind::SepaStatus, job_args, &schedule, None).map_err(UsageError)?;
+    // The transfer, its hold and its first status check commit together.
+    let mut tx = pool.begin().await?;
+    let t =
+        match ledger::sepa::track(&mut tx, &v.owner, &v.transfer_id, v.amount, &v.currency).await {
+            Ok(t) => t,
+            Err(ledger::Error::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+                return Err(UsageError(format!(
+                    "transfer {} is already tracked; see `sepa show {}`",
+                    v.transfer_id, v.transfer_id
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+    queue::store::enqueue_many(&mut *tx, &[job]).await?;
+    ledger::intake::mark_queued_transfer(&mut tx, t.id).await?;
+    tx.commit().await?;
+    println!("{}", t.transfer_id);
+    Ok(ExitCode::SUCCESS)
+}
