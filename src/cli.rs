@@ -83,6 +83,13 @@ pub enum Command {
     /// Outgoing SEPA transfers: register one to follow, inspect them.
     #[command(subcommand)]
     Sepa(SepaCommand),
+    /// Compare P100's balances with the ledger now (queued for the daemon; --wait waits).
+    Reconcile(ReconcileArgs),
+    /// The discrepancy workflow: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Discrepancies(DiscrepanciesCommand),
+    /// Write (or rewrite) the reconciliation report of a day.
+    Report(ReportArgs),
     /// Apply database migrations.
     Migrate,
     /// Serve the built-in P100 sandbox until interrupted.
@@ -156,6 +163,9 @@ pub struct EnqueueArgs {
     /// An exchange, by local id or lockId (exchange_finalize).
     #[arg(long, value_name = "ID")]
     pub exchange: Option<String>,
+    /// The day of a report (report), YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
     /// A SEPA transfer, by transferId (sepa_status).
     #[arg(long, value_name = "ID")]
     pub transfer: Option<String>,
@@ -209,6 +219,94 @@ pub struct ExchangeSubmitArgs {
     /// Lock expiry (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     pub expires_at: String,
+}
+
+/// `reconcile` arguments.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Only the partner's balances.
+    #[arg(long, conflicts_with = "user")]
+    pub partner: bool,
+    /// Only this user's balances.
+    #[arg(long, value_name = "EXTERNAL_USER_ID")]
+    pub user: Option<String>,
+    /// Sync the histories first (as the nightly chain does).
+    #[arg(long)]
+    pub sync: bool,
+    /// Wait for the run; exit 0 if it completed, 1 if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit 1).
+    #[arg(long, default_value = "30m", value_name = "DURATION")]
+    pub wait_timeout: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `discrepancies` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DiscrepanciesCommand {
+    /// Unresolved discrepancies, most severe and oldest first.
+    List {
+        /// Only this state (open, acknowledged, resolved).
+        #[arg(long, value_parser = ["open", "acknowledged", "resolved"])]
+        state: Option<String>,
+        /// Only this severity (low, medium, high).
+        #[arg(long, value_parser = ["low", "medium", "high"])]
+        severity: Option<String>,
+        /// Include resolved ones.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One discrepancy with its event log.
+    Show {
+        /// Its id.
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an open discrepancy (someone is on it).
+    Ack(DiscrepancyStepArgs),
+    /// Resolve an open or acknowledged discrepancy.
+    Resolve(DiscrepancyStepArgs),
+}
+
+/// `discrepancies ack|resolve` arguments.
+#[derive(Debug, Args)]
+pub struct DiscrepancyStepArgs {
+    /// The discrepancy's id.
+    pub id: i64,
+    /// Why (kept in the event log).
+    #[arg(long)]
+    pub note: String,
+    /// Who [default: $USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The day (UTC) whose last reconciliation run is described [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// Where to write [default: REPORT_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the report JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sepa` subcommands.

@@ -8,7 +8,8 @@ use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
 use jobs::handler::{
-    ExchangeFinalize, IntakeSweep, Job, KycPoll, Noop, SepaStatus, SyncSweep, TxSync, handle,
+    ExchangeFinalize, IntakeSweep, Job, KycPoll, Noop, Reconcile, Report, SepaStatus, SyncSweep,
+    TxSync, handle,
 };
 use jobs::kinds::Kind;
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
@@ -91,6 +92,12 @@ pub async fn run(
             }
             Kind::IntakeSweep => {
                 register::<IntakeSweep>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::Reconcile => {
+                register::<Reconcile>(monitor, &ctx, &notifier, options, queue_name(*kind))
+            }
+            Kind::Report => {
+                register::<Report>(monitor, &ctx, &notifier, options, queue_name(*kind))
             }
         };
     }

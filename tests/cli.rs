@@ -93,36 +93,111 @@ fn an_unreachable_database_is_exit_1_and_names_it() {
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_demo_reads_every_balance_through_the_client_and_stores_them(pool: sqlx::PgPool) {
+async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies(
+    pool: sqlx::PgPool,
+) {
     let url = url_of(&pool);
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        run(bin().args(["demo", "--json"]).env("DATABASE_URL", url))
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "{err}");
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let find = |owner: Option<&str>, currency: &str| {
-        rows.as_array()
+    let reports = std::env::temp_dir().join(format!("demo-reports-{}", std::process::id()));
+    let demo = |json: bool| {
+        let url = url.clone();
+        let reports = reports.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = bin();
+                cmd.arg("demo")
+                    .env("DATABASE_URL", url)
+                    .env("REPORT_DIR", reports);
+                if json {
+                    cmd.arg("--json");
+                }
+                run(&mut cmd)
+            })
+            .await
             .unwrap()
-            .iter()
-            .find(|r| r["external_user_id"].as_str() == owner && r["currency"] == currency)
-            .map(|r| r["amount"].as_str().unwrap().to_owned())
+        }
     };
-    // scenarios/demo.toml: 25000.00 − 1500.00 into the partner's eur; alice 1500 − 200 − 1 fee.
-    assert_eq!(find(None, "eur").as_deref(), Some("23500.00"));
-    assert_eq!(find(None, "btc").as_deref(), Some("0.75000000"));
-    assert_eq!(find(Some("alice-0001"), "eur").as_deref(), Some("1299.00"));
+    let (code, out, err) = demo(true).await;
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut found: Vec<(String, String, String)> = report["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["class"].as_str().unwrap().to_owned(),
+                d["external_user_id"]
+                    .as_str()
+                    .unwrap_or("partner")
+                    .to_owned(),
+                d["subject"]
+                    .as_str()
+                    .or(d["currency"].as_str())
+                    .unwrap_or("-")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("amount_mismatch", "partner", "demo-sepa-2"),
+        ("balance_mismatch", "alice-0001", "eur"),
+        ("balance_mismatch", "bob-0002", "eur"),
+        ("missing_at_provider", "partner", "demo-sepa-ghost"),
+        ("missing_locally", "alice-0001", "demo-a-3"),
+        ("missing_locally", "alice-0001", "demo-a-2"),
+        ("stale_pending", "partner", "demo-p-4"),
+        ("unknown_account", "alice-0001", "usdc"),
+        ("unknown_user", "dave-0004", "-"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected, "{out}");
+    assert_eq!(report["complete"], true, "{out}");
+    let bob = report["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["external_user_id"] == "bob-0002")
+        .unwrap();
     assert_eq!(
-        find(Some("carol-0003"), "usdc").as_deref(),
-        Some("42.123456")
+        (
+            bob["provider_balance"].as_str(),
+            bob["ledger_balance"].as_str(),
+            bob["delta"].as_str()
+        ),
+        (Some("85.50"), Some("80.5"), Some("5.00"))
     );
-
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_balance_snapshots")
-        .fetch_one(&pool)
+    let day = report["started_at"].as_str().unwrap()[..10].to_owned();
+    for file in ["json", "csv", "html"] {
+        let path = reports.join(&day).join(format!("reconciliation.{file}"));
+        assert!(path.exists(), "{} is written", path.display());
+    }
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM discrepancies ORDER BY id")
+        .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(stored as usize, rows.as_array().unwrap().len());
+
+    // Again: the same discrepancies, updated rather than duplicated; a human summary.
+    let (code, out, err) = demo(false).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("9 discrepancies"), "{out}");
+    assert!(out.contains("reconciliation.{json,csv,html}"), "{out}");
+    let again: Vec<i64> = sqlx::query_scalar("SELECT id FROM discrepancies ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(again, ids);
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM discrepancy_events WHERE event <> 'opened'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 0, "the second run changed nothing");
+    let _ = std::fs::remove_dir_all(&reports);
 }
 
 #[sqlx::test(migrations = false)]

@@ -17,6 +17,8 @@ pub struct JobContext {
     pub schedule: Arc<ScheduleFile>,
     /// P100 as last seen by this process (shared with `/readyz`).
     pub p100_health: Arc<AtomicU8>,
+    /// Where reports are written (`REPORT_DIR`).
+    pub report_dir: std::path::PathBuf,
 }
 
 /// What this process knows about P100.

@@ -127,6 +127,34 @@ impl Job for IntakeSweep {
     }
 }
 
+/// `reconcile`.
+pub struct Reconcile;
+
+impl Job for Reconcile {
+    type Args = crate::reconcile::ReconcileArgs;
+    const KIND: Kind = Kind::Reconcile;
+    fn unit(args: &Self::Args) -> Option<String> {
+        args.user.clone()
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::reconcile::run(ctx, args).await
+    }
+}
+
+/// `report`.
+pub struct Report;
+
+impl Job for Report {
+    type Args = crate::report::ReportArgs;
+    const KIND: Kind = Kind::Report;
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
+        crate::report::run(ctx, args).await
+    }
+}
+
 /// The apalis handler of kind `J`.
 pub async fn handle<J: Job>(
     args: J::Args,

@@ -30,6 +30,10 @@ pub enum Kind {
     SepaStatus,
     /// Queues the first job of intake rows the partner's application inserted directly.
     IntakeSweep,
+    /// Compares P100's balances with the ledger and records discrepancies.
+    Reconcile,
+    /// Writes a day's reconciliation report.
+    Report,
 }
 
 impl Kind {
@@ -42,6 +46,8 @@ impl Kind {
         Kind::ExchangeFinalize,
         Kind::SepaStatus,
         Kind::IntakeSweep,
+        Kind::Reconcile,
+        Kind::Report,
     ];
 
     /// The queue name.
@@ -54,6 +60,8 @@ impl Kind {
             Kind::ExchangeFinalize => "exchange_finalize",
             Kind::SepaStatus => "sepa_status",
             Kind::IntakeSweep => "intake_sweep",
+            Kind::Reconcile => "reconcile",
+            Kind::Report => "report",
         }
     }
 
@@ -106,6 +114,22 @@ impl Kind {
                 max_deferrals: 10_000,
                 backoff_base: Duration::from_secs(30),
                 backoff_max: Duration::from_secs(3600),
+            },
+            Kind::Reconcile => KindLimits {
+                timeout: Duration::from_secs(4 * 3600),
+                max_attempts: 3,
+                concurrency: 1,
+                max_deferrals: 50,
+                backoff_base: Duration::from_secs(60),
+                backoff_max: Duration::from_secs(1800),
+            },
+            Kind::Report => KindLimits {
+                timeout: Duration::from_secs(600),
+                max_attempts: 5,
+                concurrency: 1,
+                max_deferrals: 5,
+                backoff_base: Duration::from_secs(30),
+                backoff_max: Duration::from_secs(600),
             },
             Kind::SyncSweep | Kind::IntakeSweep => KindLimits {
                 timeout: Duration::from_secs(120),
@@ -161,6 +185,19 @@ impl Kind {
                     return Err("sepa_status needs \"transfer\": \"<transferId>\"".to_owned());
                 }
                 Ok(Some(format!("transfer:{}", args.transfer)))
+            }
+            Kind::Reconcile => {
+                let args = crate::reconcile::ReconcileArgs::deserialize(args)
+                    .map_err(|e| e.to_string())?;
+                if args.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                    return Err("reconcile \"user\" must not be empty".to_owned());
+                }
+                Ok(Some(args.scope()))
+            }
+            Kind::Report => {
+                let args =
+                    crate::report::ReportArgs::deserialize(args).map_err(|e| e.to_string())?;
+                Ok(Some(args.day()?.to_string()))
             }
             Kind::IntakeSweep => {
                 crate::intake_sweep::IntakeSweepArgs::deserialize(args)
@@ -232,7 +269,9 @@ mod tests {
                 "kyc_poll",
                 "exchange_finalize",
                 "sepa_status",
-                "intake_sweep"
+                "intake_sweep",
+                "reconcile",
+                "report"
             ]
         );
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));

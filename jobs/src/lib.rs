@@ -13,6 +13,8 @@
 //! - `exchange_finalize` ([`exchange_finalize`]): a locked exchange executed at most once.
 //! - `sepa_status` ([`sepa_status`]): an outgoing SEPA transfer followed to its end; holds.
 //! - `intake_sweep` ([`intake_sweep`]): first jobs for rows inserted into the intake tables.
+//! - `reconcile` ([`reconcile`]): P100's balances against the ledger; discrepancies recorded.
+//! - `report` ([`report`]): a day's report files.
 
 #![warn(missing_docs)]
 
@@ -27,6 +29,8 @@ pub mod kyc_poll;
 pub mod mapping;
 pub mod noop;
 pub mod p100_outcome;
+pub mod reconcile;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod sepa_status;

@@ -139,7 +139,8 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 provider_balance: None,
                 ledger_balance: None,
                 delta: None,
-                amount: Some(t.amount),
+                // Signed movement, as reconciliation records it.
+                amount: Some(-t.amount),
                 explanations: serde_json::json!([]),
                 detail: Some(note.clone()),
                 severity: recon::severity::of(t.amount, Some(&t.currency), age)
@@ -245,7 +246,7 @@ fn mismatches(
         provider_balance: None,
         ledger_balance: None,
         delta: None,
-        amount: Some(amount),
+        amount: Some(-amount),
         explanations: serde_json::json!([]),
         detail: Some(detail),
         severity: recon::severity::of(

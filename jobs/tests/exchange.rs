@@ -34,6 +34,7 @@ async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
         p100: Some(p100::Client::new(config).unwrap()),
         schedule: Arc::default(),
         p100_health: Arc::default(),
+        report_dir: std::env::temp_dir(),
     };
     (sandbox, ctx)
 }

@@ -60,6 +60,7 @@ async fn setup(pool: &PgPool, key: &str) -> (RunningSandbox, JobContext) {
         p100: Some(p100::Client::new(config).unwrap()),
         schedule: Arc::default(),
         p100_health: Arc::default(),
+        report_dir: std::env::temp_dir(),
     };
     let ids: Vec<String> = ["walks", "rejected", "no-kyc", "ghost"]
         .iter()
@@ -209,6 +210,7 @@ async fn a_thousand_concurrent_polls_stay_under_the_rate_limit_and_use_it(pool: 
         p100: Some(p100::Client::new(config).unwrap()),
         schedule: Arc::default(),
         p100_health: Arc::default(),
+        report_dir: std::env::temp_dir(),
     };
     ledger::users::track(&pool, &ids, "test").await.unwrap();
 

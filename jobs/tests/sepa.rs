@@ -38,6 +38,7 @@ async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
         p100: Some(p100::Client::new(config).unwrap()),
         schedule: Arc::default(),
         p100_health: Arc::default(),
+        report_dir: std::env::temp_dir(),
     };
     (sandbox, ctx)
 }
@@ -323,7 +324,7 @@ async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(poo
         (
             "missing_at_provider",
             Some("no-such-transfer"),
-            Some(dec("42.00")),
+            Some(dec("-42.00")),
             "open"
         )
     );
@@ -448,7 +449,7 @@ async fn a_settled_amount_that_differs_is_flagged(pool: PgPool) {
     .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].class, "amount_mismatch");
-    assert_eq!(found[0].amount, Some(dec("25.00")));
+    assert_eq!(found[0].amount, Some(dec("-25.00")), "the signed movement");
     // The ledger follows P100: 1000 − 25 − 1 fee (after the funding deposit is synced).
     sync_partner(&ctx).await;
     assert_eq!(account(&pool, AccountKind::Partner).await, dec("974.00"));

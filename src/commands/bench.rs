@@ -75,6 +75,7 @@ async fn queue_bench(settings: &Settings, args: BenchQueueArgs) -> anyhow::Resul
             schedules: vec![],
         }),
         p100_health: Arc::default(),
+        report_dir: settings.report_dir.clone(),
     };
     let options = WorkerOptions {
         workers_per_kind: args.workers,

@@ -147,6 +147,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         p100: Some(client),
         schedule,
         p100_health: health,
+        report_dir: settings.report_dir.clone(),
     };
     let stop_for_signal = stop_tx.clone();
     let grace = options.grace;

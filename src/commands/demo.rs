@@ -1,34 +1,40 @@
-//! `p100-recon demo`: the README's main command.
+//! `p100-recon demo`: the README's main command, one full cycle.
 //!
-//! Starts the built-in P100 sandbox when no P100 credentials are configured, migrates the
-//! database, reads every owner's balances through the real client into the ledger's
-//! provider snapshots, and prints a summary per currency.
+//! Serves the built-in P100 sandbox (`scenarios/demo.toml`, which contains designed
+//! discrepancies) when no P100 credentials are configured, registers the demo's users and
+//! SEPA transfers through the intake functions, runs the daemon's workers in this process,
+//! follows the transfers, runs the nightly chain (sync → reconcile → report) through the
+//! queue, and prints the report summary and where its files are. Idempotent: a second run
+//! finds the same discrepancies (updated, not duplicated) and rewrites today's report.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use jobs::JobContext;
+use jobs::kinds::Kind;
 use ledger::Owner;
-use ledger::snapshots::ProviderBalance;
 use p100_sandbox::Sandbox;
 use rust_decimal::Decimal;
 
 use crate::UsageError;
 use crate::cli::DemoArgs;
 use crate::settings::Settings;
+use crate::worker::{self, WorkerOptions};
+
+/// Users the demo follows; `dave-0004` is unknown at P100 by design.
+const USERS: [&str; 4] = ["alice-0001", "bob-0002", "carol-0003", "dave-0004"];
+/// Partner SEPA transfers the demo follows: (transferId, amount registered).
+const TRANSFERS: [(&str, &str); 3] = [
+    ("demo-sepa-1", "250.00"),
+    ("demo-sepa-2", "100.00"),
+    ("demo-sepa-ghost", "42.00"),
+];
 
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let url = settings.require_database_url().map_err(UsageError::from)?;
-    let scenario = super::sandbox::demo_scenario();
-    let owners: Vec<Owner> = std::iter::once(Owner::Partner)
-        .chain(
-            scenario
-                .users
-                .iter()
-                .map(|u| Owner::User(u.external_user_id.clone())),
-        )
-        .collect();
-
     // No credentials: serve the built-in sandbox on a free local port for this run.
     let (client, target, _sandbox) = match &settings.p100_api_key {
         Some(_) => (
@@ -37,7 +43,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
             None,
         ),
         None => {
-            let running = Sandbox::from_scenario(scenario)
+            let running = Sandbox::from_scenario(super::sandbox::demo_scenario())
                 .spawn()
                 .await
                 .context("cannot start the built-in P100 sandbox")?;
@@ -46,51 +52,153 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
                 base.parse().context("sandbox URL")?,
                 p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
             );
-            let client = p100::Client::new(config)?;
             (
-                client,
+                p100::Client::new(config)?,
                 format!("{base} (built-in sandbox; no P100 credentials set)"),
                 Some(running),
             )
         }
     };
-
-    let pool = crate::db::connect(url, 4).await?;
+    let pool = crate::db::connect(url, 8).await?;
     crate::db::migrate(&pool).await?;
+    let schedule = Arc::new(super::daemon::load_schedule(None)?);
 
-    let mut rows: Vec<ProviderBalance> = Vec::new();
-    for owner in &owners {
-        let read = jobs::balances::snapshot_balances(&client, &pool, owner)
-            .await
-            .with_context(|| format!("reading balances of {owner}"))?;
-        rows.extend(read);
+    // Intake, as an operator (or the partner's application) would do it.
+    let users: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
+    ledger::users::track(&pool, &users, "demo").await?;
+    let mut first_jobs = Vec::new();
+    for (transfer, amount) in TRANSFERS {
+        if ledger::sepa::find(&pool, transfer).await?.is_none() {
+            let mut tx = pool.begin().await?;
+            ledger::sepa::track(
+                &mut tx,
+                &Owner::Partner,
+                transfer,
+                Decimal::from_str(amount)?,
+                "eur",
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        // The demo does not wait an hour for P100 to show a transfer it never heard of.
+        let args = serde_json::json!({ "transfer": transfer, "not_found_grace_seconds": 0 });
+        first_jobs.push(
+            jobs::enqueue::new_job(Kind::SepaStatus, args, &schedule, None)
+                .map_err(anyhow::Error::msg)?,
+        );
     }
 
+    // The daemon's workers, in this process.
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(client),
+        schedule,
+        p100_health: Arc::default(),
+        report_dir: settings.report_dir.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let workers = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let options = WorkerOptions {
+                grace: Duration::from_secs(5),
+                ..WorkerOptions::default()
+            };
+            worker::run(
+                ctx,
+                Kind::ALL,
+                &options,
+                |k| k.name().to_owned(),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        })
+    };
+    let cycle = async {
+        let ids = enqueue_all(&pool, &first_jobs).await?;
+        wait_done(&pool, &ids, "following the SEPA transfers").await?;
+        let chain = serde_json::json!({ "sync": true, "report": true });
+        let run = jobs::enqueue::new_job(Kind::Reconcile, chain, &ctx.schedule, None)
+            .map_err(anyhow::Error::msg)?;
+        let ids = enqueue_all(&pool, &[run]).await?;
+        wait_done(&pool, &ids, "reconciling").await?;
+        let day = chrono::Utc::now().date_naive().to_string();
+        let filter = queue::store::ListFilter {
+            kind: Some("report".into()),
+            states: Vec::new(),
+            limit: 10,
+        };
+        let report = queue::store::list(&pool, &filter)
+            .await?
+            .into_iter()
+            .filter(|j| j.dedup_key.as_deref() == Some(day.as_str()))
+            .map(|j| j.id)
+            .max()
+            .context("the reconciliation run queued no report")?;
+        wait_done(&pool, &[report], "writing the report").await?;
+        anyhow::Ok(())
+    };
+    let outcome = cycle.await;
+    let _ = stop_tx.send(());
+    let _ = workers.await;
+    outcome?;
+
+    let day = chrono::Utc::now().date_naive();
+    let (report, dir) = jobs::report::write_day(&pool, &settings.report_dir, day).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&super::balances::to_json(&rows))?
-        );
+        println!("{}", recon::render::json(&report));
         return Ok(ExitCode::SUCCESS);
     }
     println!("P100: {target}");
     println!("Database: {}", crate::settings::redact_url(url));
     println!();
-    print!("{}", super::balances::table(&rows));
+    print!("{}", recon::render::summary_text(&report));
     println!();
-    let mut totals: BTreeMap<&str, Decimal> = BTreeMap::new();
-    for b in &rows {
-        *totals.entry(b.currency.as_str()).or_default() += b.amount;
-    }
-    println!("{:<8} {:>24}", "currency", "total at P100");
-    for (currency, total) in &totals {
-        println!("{currency:<8} {total:>24}");
-    }
-    println!();
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     println!(
-        "Read {} balances of {} owners through the P100 client; stored as provider snapshots.",
-        rows.len(),
-        owners.len()
+        "Report files: {}/reconciliation.{{json,csv,html}}",
+        dir.display()
     );
+    println!("Inspect: p100-recon discrepancies list   (ack/resolve them with --note)");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn enqueue_all(pool: &ledger::PgPool, jobs: &[queue::NewJob]) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for job in jobs {
+        ids.push(jobs::enqueue::enqueue(pool, job).await?.id);
+    }
+    Ok(ids)
+}
+
+/// Waits until every job in `ids` is done; fails naming the job that failed or went dead.
+async fn wait_done(pool: &ledger::PgPool, ids: &[i64], what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut pending = 0;
+        for id in ids {
+            let Some(job) = queue::store::show(pool, *id).await? else {
+                anyhow::bail!("{what}: job {id} disappeared");
+            };
+            match job.state {
+                queue::JobState::Done => {}
+                queue::JobState::Dead | queue::JobState::Cancelled => anyhow::bail!(
+                    "{what}: job {id} ({}) ended {}: {}",
+                    job.kind,
+                    job.state,
+                    job.last_error.unwrap_or_default()
+                ),
+                _ => pending += 1,
+            }
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{what}: {pending} jobs still not done after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

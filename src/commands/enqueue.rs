@@ -56,6 +56,9 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
             serde_json::Value::String(exchange.clone()),
         );
     }
+    if let Some(date) = &args.date {
+        map.insert("date".to_owned(), serde_json::Value::String(date.clone()));
+    }
     if let Some(transfer) = &args.transfer {
         map.insert(
             "transfer".to_owned(),

@@ -10,11 +10,13 @@ mod balances;
 mod bench;
 pub mod daemon;
 mod demo;
-mod enqueue;
+mod discrepancies;
+pub mod enqueue;
 mod exchanges;
 mod jobs;
 mod ledger_verify;
 mod migrate;
+mod reconcile;
 mod sandbox;
 mod sepa;
 mod users;
@@ -38,6 +40,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exchanges(command) => exchanges::inspect(&settings, command).await,
         Command::Sepa(command) => sepa::run(&settings, command).await,
+        Command::Reconcile(args) => reconcile::run(&settings, args).await,
+        Command::Discrepancies(command) => discrepancies::run(&settings, command).await,
+        Command::Report(args) => reconcile::report(&settings, args).await,
         Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
             ledger_verify::run(&settings, json).await
         }

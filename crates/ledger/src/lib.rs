@@ -14,6 +14,7 @@ pub mod intake;
 pub mod owner;
 pub mod postings;
 pub mod provider;
+pub mod reconciliation;
 pub mod sepa;
 pub mod snapshots;
 pub mod users;

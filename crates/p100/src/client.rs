@@ -123,6 +123,11 @@ impl Client {
         &self.inner.config.base_url
     }
 
+    /// Requests per second this client (and its clones) may send.
+    pub fn max_rps(&self) -> u32 {
+        self.inner.config.max_rps.get()
+    }
+
     /// `GET /v1/kyc/status/{externalUserId}`.
     pub async fn kyc_status(&self, external_user_id: &str) -> Result<KycStatusResponse, Error> {
         self.get(paths::kyc_status(external_user_id), &[]).await

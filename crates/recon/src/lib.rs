@@ -5,5 +5,6 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod render;
 pub mod report;
 pub mod severity;

@@ -20,10 +20,6 @@ fn decimal_opt<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Err
     }
 }
 
-fn decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&d.to_string())
-}
-
 /// `reconciliation.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -72,18 +68,18 @@ pub struct Summary {
 }
 
 /// One `summary.by_currency` entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CurrencyTotal {
     /// Lowercase currency.
     pub currency: String,
     /// Sum of P100's balances.
-    #[serde(serialize_with = "decimal")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub provider_total: Decimal,
     /// Sum of the ledger's settled balances.
-    #[serde(serialize_with = "decimal")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub ledger_total: Decimal,
     /// `provider_total − ledger_total`.
-    #[serde(serialize_with = "decimal")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub delta: Decimal,
 }
 
@@ -137,7 +133,7 @@ pub struct Explanation {
 }
 
 /// One `unmatched_transactions` entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct UnmatchedTransaction {
     /// P100 transaction id (null for a local operation P100 does not show).
     pub provider_tx_id: Option<String>,
@@ -150,7 +146,7 @@ pub struct UnmatchedTransaction {
     /// Currency.
     pub currency: String,
     /// Signed amount.
-    #[serde(serialize_with = "decimal")]
+    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     /// Transaction-level class.
     pub class: String,

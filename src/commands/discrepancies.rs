@@ -1,0 +1,135 @@
+//! `p100-recon discrepancies list|show|ack|resolve`.
+
+use std::process::ExitCode;
+
+use ledger::discrepancies::{Discrepancy, Filter, StepError};
+
+use crate::UsageError;
+use crate::cli::{DiscrepanciesCommand, DiscrepancyStepArgs};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::Result<ExitCode> {
+    if let DiscrepanciesCommand::Ack(a) | DiscrepanciesCommand::Resolve(a) = &command
+        && a.note.trim().is_empty()
+    {
+        return Err(UsageError("--note must say why (it is kept in the event log)".into()).into());
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    match command {
+        DiscrepanciesCommand::List {
+            state,
+            severity,
+            all,
+            limit,
+            json,
+        } => {
+            let filter = Filter {
+                state,
+                severity,
+                all,
+                limit,
+            };
+            let rows = ledger::discrepancies::list(&pool, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>6}  {:<8} {:<13} {:<20} {:<14} {:<5} {:>16}  subject",
+                    "id", "severity", "state", "class", "owner", "cur", "delta/amount"
+                );
+                for d in &rows {
+                    println!(
+                        "{:>6}  {:<8} {:<13} {:<20} {:<14} {:<5} {:>16}  {}",
+                        d.id,
+                        d.severity,
+                        d.state,
+                        d.class,
+                        owner_label(d),
+                        d.currency.as_deref().unwrap_or("-"),
+                        d.delta
+                            .or(d.amount)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        d.subject.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        DiscrepanciesCommand::Show { id, json } => {
+            let Some(d) = ledger::discrepancies::show(&pool, id).await? else {
+                return Err(
+                    UsageError(format!("no discrepancy {id}; see `discrepancies list`")).into(),
+                );
+            };
+            let events = ledger::discrepancies::events(&pool, id).await?;
+            if json {
+                let mut value = serde_json::to_value(&d)?;
+                value["events"] = serde_json::to_value(&events)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print_one(&d);
+                for e in events {
+                    println!(
+                        "  {}  {:<13} by {}: {}",
+                        e.at,
+                        e.event,
+                        e.actor,
+                        e.note.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DiscrepanciesCommand::Ack(args) => return step(&pool, args, "acknowledged").await,
+        DiscrepanciesCommand::Resolve(args) => return step(&pool, args, "resolved").await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn step(
+    pool: &ledger::PgPool,
+    args: DiscrepancyStepArgs,
+    to: &'static str,
+) -> anyhow::Result<ExitCode> {
+    let actor = args
+        .actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".to_owned());
+    let mut tx = pool.begin().await?;
+    match ledger::discrepancies::step(&mut tx, args.id, to, &actor, args.note.trim()).await {
+        Ok(d) => {
+            tx.commit().await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print_one(&d);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (StepError::NotFound(_) | StepError::WrongState { .. })) => {
+            Err(UsageError(e.to_string()).into())
+        }
+        Err(StepError::Ledger(e)) => Err(e.into()),
+    }
+}
+
+fn owner_label(d: &Discrepancy) -> String {
+    match &d.external_user_id {
+        Some(id) => format!("user {id}"),
+        None => "partner".to_owned(),
+    }
+}
+
+fn print_one(d: &Discrepancy) {
+    println!(
+        "discrepancy {} ({}, {}): {} {} {} — {}",
+        d.id,
+        d.severity,
+        d.state,
+        d.class,
+        owner_label(d),
+        d.currency.as_deref().unwrap_or(""),
+        d.detail.as_deref().unwrap_or("")
+    );
+}
