@@ -332,6 +332,18 @@ pub enum SepaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Release the hold of a transfer P100 never showed (MISSING_AT_PROVIDER); it is no
+    /// longer followed.
+    Release {
+        /// P100's transferId.
+        id: String,
+        /// Why (kept in the transfer's history).
+        #[arg(long)]
+        note: String,
+        /// Who [default: the operator's login name].
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 /// `sepa track` arguments.

@@ -74,5 +74,18 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depth for /metrics"),
     }
+    // Unresolved discrepancies per severity, read the same way (a partial index keeps it small).
+    match ledger::discrepancies::open_by_severity(&state.pool).await {
+        Ok(rows) => {
+            for severity in ["low", "medium", "high"] {
+                let n = rows
+                    .iter()
+                    .find(|(s, _)| s == severity)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("discrepancies_open", "severity" => severity).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read open discrepancies for /metrics"),
+    }
     state.metrics.render()
 }

@@ -13,6 +13,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+/// The login name of the person running a command (for event logs), or `operator`.
+pub fn operator_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
 /// The default config file, read from the working directory when present.
 pub const DEFAULT_CONFIG_FILE: &str = "p100-recon.toml";
 

@@ -544,12 +544,26 @@ async fn readyz_and_metrics_show_the_queue(pool: PgPool) {
         ready,
         json!({"ready": true, "database": "ok", "migrations": "ok", "p100": "reachable"})
     );
+    sqlx::query(
+        "INSERT INTO discrepancies (owner_kind, currency, class, severity) VALUES ('partner', 'eur', 'balance_mismatch', 'high'),
+                ('partner', 'btc', 'balance_mismatch', 'high'), ('partner', 'usd', 'balance_mismatch', 'low')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", daemon.port))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    for line in [
+        r#"discrepancies_open{severity="high"} 2"#,
+        r#"discrepancies_open{severity="medium"} 0"#,
+        r#"discrepancies_open{severity="low"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     assert!(
         metrics.contains(r#"jobs{kind="noop",state="dead"} 1"#),
         "{metrics}"
@@ -617,17 +631,17 @@ async fn a_daemon_killed_during_finalize_never_submits_twice(pool: PgPool) {
     let amount = rust_decimal::Decimal::new(100, 0);
     let (lock, _, expires) = p100.sandbox().create_lock("eur", "btc", amount);
     let expires: DateTime<Utc> = expires.parse().unwrap();
-    let id = ledger::exchanges::submit(
-        &pool,
-        &ledger::Owner::Partner,
-        &lock,
-        "eur",
-        "btc",
+    let new = ledger::exchanges::NewExchange {
+        owner: &ledger::Owner::Partner,
+        lock_id: &lock,
+        from: "eur",
+        to: "btc",
         amount,
-        expires,
-    )
-    .await
-    .unwrap();
+        expires_at: expires,
+    };
+    let id = ledger::exchanges::submit(&pool, &new, ledger::intake::FirstJob::QueuedByCaller)
+        .await
+        .unwrap();
     let schedule = write_schedule("finalize", PLAIN);
     let db = url_of(&pool);
     let fast_rescue = ["--lease", "3s", "--heartbeat", "1s"];

@@ -13,8 +13,18 @@ pub async fn snapshot_balances(
     owner: &Owner,
 ) -> Result<Vec<ProviderBalance>, SnapshotError> {
     let balances = client.balances(&scope_of(owner)).await?;
-    let read_at = Utc::now();
-    let rows: Vec<ProviderBalance> = balances
+    let rows = to_snapshots(owner, &balances, Utc::now());
+    ledger::snapshots::insert_provider_balances(pool, &rows).await?;
+    Ok(rows)
+}
+
+/// P100's balances of `owner`, read at `read_at`, as the ledger stores them.
+pub fn to_snapshots(
+    owner: &Owner,
+    balances: &p100::model::Balances,
+    read_at: chrono::DateTime<Utc>,
+) -> Vec<ProviderBalance> {
+    balances
         .all()
         .map(|b| ProviderBalance {
             owner: owner.clone(),
@@ -23,9 +33,7 @@ pub async fn snapshot_balances(
             provider_balance_id: Some(b.id.clone()),
             read_at,
         })
-        .collect();
-    ledger::snapshots::insert_provider_balances(pool, &rows).await?;
-    Ok(rows)
+        .collect()
 }
 
 /// The P100 scope that holds an owner's balances and history.

@@ -66,7 +66,7 @@ async fn set(
 pub async fn run(ctx: &JobContext, args: ExchangeFinalizeArgs) -> Outcome {
     match step(ctx, &args).await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::retry(e.to_string()),
+        Err(e) => Outcome::retry(format!("exchange {}: {e}", args.exchange)),
     }
 }
 

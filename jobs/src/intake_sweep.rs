@@ -2,7 +2,7 @@
 //! intake tables directly (`tracked_users` → `kyc_poll`, `exchanges` → `exchange_finalize`,
 //! `sepa_transfers` → `sepa_status`). Rows are marked queued in the same transaction as their
 //! jobs, so a crash queues them again and a second sweep skips them. Rows registered through
-//! the CLI already have their job; the dedup of live jobs makes the sweep a no-op for them.
+//! the CLI are marked queued when they are inserted (their first job commits with them).
 
 use queue::Outcome;
 use serde::{Deserialize, Serialize};

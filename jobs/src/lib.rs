@@ -22,6 +22,7 @@ pub mod balances;
 pub mod context;
 pub mod enqueue;
 pub mod exchange_finalize;
+pub mod findings;
 pub mod handler;
 pub mod intake_sweep;
 pub mod kinds;

@@ -25,11 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::JobContext;
 
-/// One owner's balances as P100 reported them, with the read time.
-type BalanceRead = (Owner, DateTime<Utc>, Vec<(String, Decimal)>);
-/// A discrepancy's identity: (user, currency, subject, class).
-type Identity = (Option<String>, Option<String>, Option<String>, String);
-
 /// Who the run's discrepancy events are attributed to.
 const ACTOR: &str = "reconcile";
 /// Owners whose balances are read and compared together.
@@ -88,6 +83,8 @@ impl ReconcileArgs {
 pub struct RunSummary {
     /// The run's id.
     pub run_id: i64,
+    /// When it started (its report is the report of that day).
+    pub started_at: DateTime<Utc>,
     /// Accounts compared.
     pub accounts_checked: i64,
     /// Matched.
@@ -105,18 +102,7 @@ pub struct RunSummary {
 /// One run, as the queue calls it.
 pub async fn run(ctx: &JobContext, args: ReconcileArgs) -> Outcome {
     match reconcile(ctx, &args).await {
-        Ok(summary) => {
-            if args.report {
-                let day = Utc::now().date_naive();
-                if let Err(e) = crate::report::enqueue_for(ctx, day).await {
-                    return Outcome::retry(format!(
-                        "run {} recorded, but its report could not be queued: {e}",
-                        summary.run_id
-                    ));
-                }
-            }
-            Outcome::Done(serde_json::to_value(&summary).unwrap_or_default())
-        }
+        Ok(summary) => Outcome::Done(serde_json::to_value(&summary).unwrap_or_default()),
         Err(e) => Outcome::retry(e),
     }
 }
@@ -125,31 +111,57 @@ fn owner_key(o: &Owner) -> Option<String> {
     o.external_user_id().map(str::to_owned)
 }
 
-fn owner_from(kind: &str, user: &str) -> Owner {
-    if kind == "user" {
-        Owner::User(user.to_owned())
-    } else {
-        Owner::Partner
-    }
-}
-
 /// Runs a reconciliation and records it; returns its summary.
 pub async fn reconcile(ctx: &JobContext, args: &ReconcileArgs) -> Result<RunSummary, String> {
     let client = ctx.p100.as_ref().ok_or("this process has no P100 client")?;
     let budget = args
         .budget_calls
         .unwrap_or_else(|| u64::from(client.max_rps()) * 3600);
-    let db = |e: ledger::Error| e.to_string();
     let run_id = ledger::reconciliation::start_run(&ctx.pool, &args.scope(), budget as i64)
         .await
-        .map_err(db)?;
+        .map_err(failed("starting the run"))?;
     match reconcile_run(ctx, client, args, run_id, budget).await {
         Ok(summary) => Ok(summary),
         Err(e) => {
-            let _ = ledger::reconciliation::fail_run(&ctx.pool, run_id, &e).await;
+            if let Err(record) = ledger::reconciliation::fail_run(&ctx.pool, run_id, &e).await {
+                tracing::error!(run_id, error = %record, "cannot record that reconciliation run {run_id} failed: {record}");
+            }
             Err(e)
         }
     }
+}
+
+/// What a run accumulates besides its comparisons.
+#[derive(Default)]
+struct Tally {
+    /// P100 requests made.
+    calls: u64,
+    /// Why the run is incomplete.
+    reasons: Vec<String>,
+    /// Tracked users P100 does not know.
+    unknown: Vec<String>,
+}
+
+/// One owner's balances as P100 reported them, and when they were read (its cut-off).
+struct Read {
+    owner: Owner,
+    at: DateTime<Utc>,
+    balances: Vec<ledger::snapshots::ProviderBalance>,
+}
+
+/// The ledger's settled balances per owner (`None` = the partner) and currency.
+type LedgerBalances = HashMap<Option<String>, BTreeMap<String, Decimal>>;
+
+/// What comparing every account found.
+#[derive(Default)]
+struct Comparison {
+    findings: Vec<Finding>,
+    checked: BTreeSet<(Option<String>, String)>,
+    accounts: i64,
+    matched: i64,
+    matched_in_flight: i64,
+    totals: BTreeMap<String, (Decimal, Decimal)>,
+    cutoff: Option<DateTime<Utc>>,
 }
 
 async fn reconcile_run(
@@ -159,48 +171,197 @@ async fn reconcile_run(
     run_id: i64,
     budget: u64,
 ) -> Result<RunSummary, String> {
-    let db = |e: ledger::Error| e.to_string();
     let started = Utc::now();
-    let mut calls: u64 = 0;
-    let mut reasons: Vec<String> = Vec::new();
-    // Who is covered.
-    let mut owners: Vec<Owner> = Vec::new();
-    let mut unknown: Vec<String> = Vec::new();
-    match (&args.user, args.partner) {
-        (Some(id), _) => owners.push(Owner::User(id.clone())),
-        (None, true) => owners.push(Owner::Partner),
+    let mut tally = Tally::default();
+    let owners = select_owners(ctx, args, budget, &mut tally).await?;
+    // The nightly chain: history first, so the comparison sees what P100 has shown.
+    if args.sync {
+        sync_all(ctx, client, &owners, &mut tally).await;
+    }
+    let reads = read_balances(ctx, client, &owners, &mut tally).await?;
+    let ledger = settled_balances(ctx, &reads).await?;
+    let (rows, ops) = transactions_to_match(ctx, &owners, started).await?;
+    let rules = TxRules {
+        grace: args
+            .grace_seconds
+            .map_or(TxRules::default().grace, Duration::from_secs),
+        stale_after: args
+            .stale_after_seconds
+            .map_or(TxRules::default().stale_after, Duration::from_secs),
+    };
+    let tx_check = recon::check::check_transactions(&rows, &ops, Utc::now(), rules);
+    let in_flight = recon::check::in_flight(&rows, &ops);
+    let mut comparison = compare(&reads, &ledger, &in_flight, &tx_check, &args.tolerance);
+    comparison
+        .findings
+        .extend(tx_check.findings.iter().map(tx_finding));
+    tally.unknown.sort();
+    tally.unknown.dedup();
+    comparison
+        .findings
+        .extend(tally.unknown.iter().map(|id| unknown_user(id)));
+
+    // Store: raise what was found, resolve what matches again, record the run, together.
+    let mut tx = ctx
+        .pool
+        .begin()
+        .await
+        .map_err(failed("opening the transaction"))?;
+    let existing = ledger::discrepancies::unresolved(&mut *tx)
+        .await
+        .map_err(failed("loading unresolved discrepancies"))?;
+    let mut raised_ids = Vec::with_capacity(comparison.findings.len());
+    for f in &comparison.findings {
+        let (id, _) = crate::findings::raise(&mut tx, f, ACTOR, Some(run_id))
+            .await
+            .map_err(failed(format!(
+                "recording discrepancy {} of {}",
+                f.class, f.owner
+            )))?;
+        raised_ids.push(id);
+    }
+    let raised: BTreeSet<i64> = raised_ids.iter().copied().collect();
+    let read_owners: BTreeSet<Option<String>> = reads.iter().map(|r| owner_key(&r.owner)).collect();
+    let resolvable: Vec<i64> = existing
+        .iter()
+        .filter(|d| !raised.contains(&d.id))
+        .filter(|d| {
+            let user = d.external_user_id.clone();
+            match (Class::parse(&d.class), &d.currency, &d.subject) {
+                // The account was compared and did not differ.
+                (Some(Class::BalanceMismatch | Class::UnknownAccount), Some(c), None) => {
+                    comparison.checked.contains(&(user, c.clone()))
+                }
+                // P100 answered for the user (and it was not raised again above).
+                (Some(Class::UnknownUser), _, _) => read_owners.contains(&user),
+                // The transaction or operation was examined and nothing was found.
+                (Some(_), _, Some(subject)) => tx_check.examined.contains(&(user, subject.clone())),
+                _ => false,
+            }
+        })
+        .map(|d| d.id)
+        .collect();
+    let auto_resolved = ledger::discrepancies::auto_resolve(
+        &mut tx,
+        &resolvable,
+        ACTOR,
+        &format!("reconciliation run {run_id} found it matching again"),
+    )
+    .await
+    .map_err(failed("resolving discrepancies that match again"))?;
+    let by_currency: Vec<CurrencyTotal> = comparison
+        .totals
+        .iter()
+        .map(|(currency, (provider_total, ledger_total))| CurrencyTotal {
+            currency: currency.clone(),
+            provider_total: *provider_total,
+            ledger_total: *ledger_total,
+            delta: provider_total - ledger_total,
+        })
+        .collect();
+    let unmatched: Vec<UnmatchedTransaction> = tx_check.findings.iter().map(unmatched_of).collect();
+    let complete = tally.reasons.is_empty();
+    let record = ledger::reconciliation::Run {
+        id: run_id,
+        scope: args.scope(),
+        state: "finished".into(),
+        started_at: started,
+        finished_at: None,
+        cutoff: comparison.cutoff,
+        accounts_checked: comparison.accounts,
+        matched: comparison.matched,
+        matched_in_flight: comparison.matched_in_flight,
+        discrepancies: raised_ids.len() as i64,
+        by_currency: serde_json::to_value(&by_currency).unwrap_or_default(),
+        unmatched: serde_json::to_value(&unmatched).unwrap_or_default(),
+        discrepancy_ids: raised_ids.clone(),
+        p100_calls: tally.calls as i64,
+        p100_budget: budget as i64,
+        complete,
+        incomplete_reasons: serde_json::json!(tally.reasons),
+        error: None,
+    };
+    ledger::reconciliation::finish_run(&mut *tx, &record)
+        .await
+        .map_err(failed("recording the run"))?;
+    // The day's report is queued with the run it describes: a run is never recorded without
+    // it, and a failure to queue it cannot make the whole run repeat.
+    if args.report {
+        let report = crate::report::job_for(&ctx.schedule, started.date_naive())?;
+        queue::store::enqueue_many(&mut *tx, &[report])
+            .await
+            .map_err(|e| format!("queueing the report of run {run_id}: {e}"))?;
+    }
+    let mut covered: Vec<Owner> = reads.into_iter().map(|r| r.owner).collect();
+    covered.extend(tally.unknown.iter().cloned().map(Owner::User));
+    ledger::reconciliation::mark_reconciled(&mut *tx, &covered, started)
+        .await
+        .map_err(failed("recording when owners were reconciled"))?;
+    tx.commit().await.map_err(failed("committing the run"))?;
+    metrics::counter!("reconciliation_runs_total", "complete" => complete.to_string()).increment(1);
+    Ok(RunSummary {
+        run_id,
+        started_at: started,
+        accounts_checked: comparison.accounts,
+        matched: comparison.matched,
+        matched_in_flight: comparison.matched_in_flight,
+        discrepancies: raised_ids.len() as i64,
+        auto_resolved,
+        complete,
+    })
+}
+
+/// The owners a run covers: the partner, one user, or (all) the partner and the users due,
+/// as many as the budget allows; users P100 does not know go to the tally without a call.
+async fn select_owners(
+    ctx: &JobContext,
+    args: &ReconcileArgs,
+    budget: u64,
+    tally: &mut Tally,
+) -> Result<Vec<Owner>, String> {
+    Ok(match (&args.user, args.partner) {
+        (Some(id), _) => vec![Owner::User(id.clone())],
+        (None, true) => vec![Owner::Partner],
         (None, false) => {
-            owners.push(Owner::Partner);
             let per_owner = if args.sync { 2 } else { 1 };
             let room = budget.saturating_sub(per_owner) / per_owner;
             let window = Duration::from_secs(args.window_hours.unwrap_or(168) * 3600);
             let users = ledger::reconciliation::select_users(&ctx.pool, window, room as i64)
                 .await
-                .map_err(db)?;
-            owners.extend(users.into_iter().map(Owner::User));
-            unknown = ledger::reconciliation::unknown_users(&ctx.pool)
+                .map_err(failed("selecting the users due"))?;
+            tally.unknown = ledger::reconciliation::unknown_users(&ctx.pool)
                 .await
-                .map_err(db)?;
+                .map_err(failed("listing users unknown at P100"))?;
+            std::iter::once(Owner::Partner)
+                .chain(users.into_iter().map(Owner::User))
+                .collect()
         }
-    }
-    // The nightly chain: history first, so the comparison sees what P100 has shown.
-    if args.sync {
-        for owner in &owners {
-            match crate::tx_sync::sync(client, &ctx.pool, owner, crate::tx_sync::DEFAULT_OVERLAP)
-                .await
-            {
-                Ok(summary) => calls += summary.pages.max(1) as u64,
-                // A user P100 does not know is reported as such, not as a failed sync.
-                Err(crate::tx_sync::SyncError::P100(e)) if e.code() == Some("P412") => calls += 1,
-                Err(e) => {
-                    calls += 1;
-                    reasons.push(format!("sync of {owner} failed: {e}"));
-                }
+    })
+}
+
+async fn sync_all(ctx: &JobContext, client: &p100::Client, owners: &[Owner], tally: &mut Tally) {
+    for owner in owners {
+        match crate::tx_sync::sync(client, &ctx.pool, owner, crate::tx_sync::DEFAULT_OVERLAP).await
+        {
+            Ok(summary) => tally.calls += summary.pages.max(1) as u64,
+            // A user P100 does not know is reported as such, not as a failed sync.
+            Err(crate::tx_sync::SyncError::P100(e)) if e.code() == Some("P412") => tally.calls += 1,
+            Err(e) => {
+                tally.calls += 1;
+                tally.reasons.push(format!("sync of {owner} failed: {e}"));
             }
         }
     }
-    // Balances, in concurrent batches, each compared at its own read time.
-    let mut read: Vec<BalanceRead> = Vec::new();
+}
+
+/// Reads the owners' balances in concurrent batches and stores them as snapshots.
+async fn read_balances(
+    ctx: &JobContext,
+    client: &p100::Client,
+    owners: &[Owner],
+    tally: &mut Tally,
+) -> Result<Vec<Read>, String> {
+    let mut reads = Vec::with_capacity(owners.len());
     for chunk in owners.chunks(BATCH) {
         let answers: Vec<_> = futures::stream::iter(chunk.iter().cloned())
             .map(|owner| async move {
@@ -210,62 +371,79 @@ async fn reconcile_run(
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut snapshots = Vec::new();
+        let first = reads.len();
         for (owner, at, answer) in answers {
-            calls += 1;
+            tally.calls += 1;
             match answer {
-                Ok(balances) => {
-                    let list: Vec<(String, Decimal)> = balances
-                        .all()
-                        .map(|b| (b.name.as_str().to_owned(), b.amount))
-                        .collect();
-                    snapshots.extend(balances.all().map(|b| ledger::snapshots::ProviderBalance {
-                        owner: owner.clone(),
-                        currency: b.name.as_str().to_owned(),
-                        amount: b.amount,
-                        provider_balance_id: Some(b.id.clone()),
-                        read_at: at,
-                    }));
-                    read.push((owner, at, list));
-                }
+                Ok(balances) => reads.push(Read {
+                    balances: crate::balances::to_snapshots(&owner, &balances, at),
+                    owner,
+                    at,
+                }),
                 Err(e) if e.code() == Some("P412") => {
-                    if let Some(id) = owner.external_user_id() {
-                        unknown.push(id.to_owned());
-                    }
+                    tally
+                        .unknown
+                        .extend(owner.external_user_id().map(str::to_owned));
                 }
-                Err(e) => reasons.push(format!("balances of {owner} could not be read: {e}")),
+                Err(e) => tally
+                    .reasons
+                    .push(format!("balances of {owner} could not be read: {e}")),
             }
         }
+        let snapshots: Vec<_> = reads[first..]
+            .iter()
+            .flat_map(|r| r.balances.iter().cloned())
+            .collect();
         ledger::snapshots::insert_provider_balances(&ctx.pool, &snapshots)
             .await
-            .map_err(db)?;
+            .map_err(failed(format!(
+                "storing {} balance snapshots",
+                snapshots.len()
+            )))?;
     }
-    let owners_read: Vec<(Owner, DateTime<Utc>)> =
-        read.iter().map(|(o, at, _)| (o.clone(), *at)).collect();
-    let mut ledger_balances: HashMap<(Option<String>, String), Decimal> = HashMap::new();
-    for chunk in owners_read.chunks(BATCH * 4) {
-        for b in ledger::reconciliation::settled_balances(&ctx.pool, chunk)
+    Ok(reads)
+}
+
+/// The ledger's settled balances of every owner read, each at its own cut-off.
+async fn settled_balances(ctx: &JobContext, reads: &[Read]) -> Result<LedgerBalances, String> {
+    let mut out = LedgerBalances::new();
+    let owners: Vec<(Owner, DateTime<Utc>)> =
+        reads.iter().map(|r| (r.owner.clone(), r.at)).collect();
+    for chunk in owners.chunks(BATCH * 4) {
+        let rows = ledger::reconciliation::settled_balances(&ctx.pool, chunk)
             .await
-            .map_err(db)?
-        {
-            let owner = owner_from(&b.owner_kind, &b.external_user_id);
-            ledger_balances.insert((owner_key(&owner), b.currency), b.balance);
+            .map_err(failed(format!(
+                "loading the ledger's balances of {} owners",
+                chunk.len()
+            )))?;
+        for b in rows {
+            out.entry(b.external_user_id)
+                .or_default()
+                .insert(b.currency, b.balance);
         }
     }
-    // Transactions and local operations.
+    Ok(out)
+}
+
+/// History rows and local operations worth matching, limited to the covered owners.
+async fn transactions_to_match(
+    ctx: &JobContext,
+    owners: &[Owner],
+    started: DateTime<Utc>,
+) -> Result<(Vec<ProviderRow>, Vec<LocalOp>), String> {
     let since = started - chrono::Duration::days(30);
     let ops_data = ledger::reconciliation::operations_to_match(&ctx.pool, since)
         .await
-        .map_err(db)?;
+        .map_err(failed("loading local operations to match"))?;
     let references: Vec<String> = ops_data.iter().map(|o| o.key.clone()).collect();
     let rows_data = ledger::reconciliation::rows_to_match(&ctx.pool, since, &references)
         .await
-        .map_err(db)?;
+        .map_err(failed("loading P100 transactions to match"))?;
     let covered: BTreeSet<Option<String>> = owners.iter().map(owner_key).collect();
-    let rows: Vec<ProviderRow> = rows_data
+    let rows = rows_data
         .into_iter()
         .map(|r| ProviderRow {
-            user: owner_key(&owner_from(&r.owner_kind, &r.external_user_id)),
+            user: r.external_user_id,
             id: r.provider_tx_id,
             kind: r.kind,
             status: r.status,
@@ -278,10 +456,10 @@ async fn reconcile_run(
         })
         .filter(|r| covered.contains(&r.user))
         .collect();
-    let ops: Vec<LocalOp> = ops_data
+    let ops = ops_data
         .into_iter()
         .map(|o| LocalOp {
-            user: owner_key(&owner_from(&o.owner_kind, &o.external_user_id)),
+            user: o.external_user_id,
             kind: if o.op == "sepa" {
                 OpKind::Sepa
             } else {
@@ -297,55 +475,48 @@ async fn reconcile_run(
         })
         .filter(|o| covered.contains(&o.user))
         .collect();
-    let rules = TxRules {
-        grace: args
-            .grace_seconds
-            .map_or(TxRules::default().grace, Duration::from_secs),
-        stale_after: args
-            .stale_after_seconds
-            .map_or(TxRules::default().stale_after, Duration::from_secs),
-    };
-    let tx_check = recon::check::check_transactions(&rows, &ops, Utc::now(), rules);
-    let in_flight = recon::check::in_flight(&rows, &ops);
+    Ok((rows, ops))
+}
 
-    // Compare every account.
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut checked_accounts: BTreeSet<(Option<String>, String)> = BTreeSet::new();
-    let (mut accounts, mut matched, mut matched_in_flight) = (0i64, 0i64, 0i64);
-    let mut totals: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
-    let mut cutoff = None;
-    for (owner, at, provider) in &read {
-        cutoff = cutoff.max(Some(*at));
-        let key = owner_key(owner);
-        let mut currencies: BTreeSet<String> = provider.iter().map(|(c, _)| c.clone()).collect();
-        currencies.extend(
-            ledger_balances
-                .keys()
-                .filter(|(u, _)| *u == key)
-                .map(|(_, c)| c.clone()),
-        );
+/// Compares every account read with the ledger.
+fn compare(
+    reads: &[Read],
+    ledger: &LedgerBalances,
+    in_flight: &BTreeMap<(Option<String>, String), Vec<recon::check::InFlight>>,
+    tx_check: &recon::check::TxCheck,
+    tolerance: &BTreeMap<String, Decimal>,
+) -> Comparison {
+    let mut out = Comparison::default();
+    let empty = BTreeMap::new();
+    for read in reads {
+        out.cutoff = out.cutoff.max(Some(read.at));
+        let key = owner_key(&read.owner);
+        let ours = ledger.get(&key).unwrap_or(&empty);
+        let mut currencies: BTreeSet<&str> =
+            read.balances.iter().map(|b| b.currency.as_str()).collect();
+        currencies.extend(ours.keys().map(String::as_str));
         for currency in currencies {
-            let slot = (key.clone(), currency.clone());
+            let slot = (key.clone(), currency.to_owned());
             let input = AccountInput {
-                provider: provider
+                provider: read
+                    .balances
                     .iter()
-                    .find(|(c, _)| *c == currency)
-                    .map(|(_, a)| *a),
-                ledger: ledger_balances.get(&slot).copied(),
+                    .find(|b| b.currency == currency)
+                    .map(|b| b.amount),
+                ledger: ours.get(currency).copied(),
                 in_flight: in_flight.get(&slot).cloned().unwrap_or_default(),
-                tolerance: args.tolerance.get(&currency).copied().unwrap_or_default(),
+                tolerance: tolerance.get(currency).copied().unwrap_or_default(),
             };
             let result = recon::check::check_account(&input);
-            accounts += 1;
-            checked_accounts.insert(slot.clone());
-            let total = totals.entry(currency.clone()).or_default();
+            out.accounts += 1;
+            let total = out.totals.entry(currency.to_owned()).or_default();
             total.0 += result.provider;
             total.1 += result.ledger;
             match &result.status {
-                AccountStatus::Matched => matched += 1,
-                AccountStatus::MatchedInFlight(_) => matched_in_flight += 1,
+                AccountStatus::Matched => out.matched += 1,
+                AccountStatus::MatchedInFlight(_) => out.matched_in_flight += 1,
                 AccountStatus::Discrepancy(class) => {
-                    let mut explanations: Vec<Explanation> = input
+                    let explanations: Vec<Explanation> = input
                         .in_flight
                         .iter()
                         .map(|f| Explanation {
@@ -353,24 +524,24 @@ async fn reconcile_run(
                             class: "in_flight".into(),
                             amount: f.amount,
                         })
+                        .chain(
+                            tx_check
+                                .findings
+                                .iter()
+                                .filter(|f| f.user == key && f.currency == currency)
+                                .map(|f| Explanation {
+                                    provider_tx_id: f
+                                        .provider_tx_id
+                                        .clone()
+                                        .unwrap_or_else(|| f.subject.clone()),
+                                    class: f.class.as_str().into(),
+                                    amount: f.amount,
+                                }),
+                        )
                         .collect();
-                    explanations.extend(
-                        tx_check
-                            .findings
-                            .iter()
-                            .filter(|f| f.user == key && f.currency == currency)
-                            .map(|f| Explanation {
-                                provider_tx_id: f
-                                    .provider_tx_id
-                                    .clone()
-                                    .unwrap_or_else(|| f.subject.clone()),
-                                class: f.class.as_str().into(),
-                                amount: f.amount,
-                            }),
-                    );
-                    findings.push(Finding {
-                        owner: owner.clone(),
-                        currency: Some(currency.clone()),
+                    out.findings.push(Finding {
+                        owner: read.owner.clone(),
+                        currency: Some(currency.to_owned()),
                         subject: None,
                         class: class.as_str().into(),
                         provider_balance: Some(result.provider),
@@ -382,166 +553,43 @@ async fn reconcile_run(
                             "P100 {} vs ledger {} {currency} at {}: delta {}",
                             result.provider,
                             result.ledger,
-                            at.to_rfc3339(),
+                            read.at.to_rfc3339(),
                             result.delta
                         )),
-                        severity: String::new(),
                     });
                 }
             }
+            out.checked.insert(slot);
         }
     }
-    for f in &tx_check.findings {
-        findings.push(tx_finding(f));
-    }
-    unknown.sort();
-    unknown.dedup();
-    for id in &unknown {
-        findings.push(Finding {
-            owner: Owner::User(id.clone()),
-            currency: None,
-            subject: None,
-            class: Class::UnknownUser.as_str().into(),
-            provider_balance: None,
-            ledger_balance: None,
-            delta: None,
-            amount: None,
-            explanations: serde_json::json!([]),
-            detail: Some(format!("P100 does not know tracked user {id} (P412)")),
-            severity: String::new(),
-        });
-    }
+    out
+}
 
-    // Store: raise what was found, resolve what matches again, in one transaction.
-    let mut tx = ctx.pool.begin().await.map_err(|e| e.to_string())?;
-    let mut scope_owners: Vec<Owner> = read.iter().map(|(o, _, _)| o.clone()).collect();
-    scope_owners.extend(unknown.iter().cloned().map(Owner::User));
-    let existing = ledger::discrepancies::unresolved(&mut *tx, None)
-        .await
-        .map_err(db)?;
-    let first_seen: HashMap<Identity, DateTime<Utc>> = existing
-        .iter()
-        .map(|d| {
-            (
-                (
-                    d.external_user_id.clone(),
-                    d.currency.clone(),
-                    d.subject.clone(),
-                    d.class.clone(),
-                ),
-                d.first_seen_at,
-            )
-        })
-        .collect();
-    let now = Utc::now();
-    let mut raised_ids = Vec::new();
-    for mut f in findings {
-        let age = first_seen
-            .get(&(
-                owner_key(&f.owner),
-                f.currency.clone(),
-                f.subject.clone(),
-                f.class.clone(),
-            ))
-            .map(|t| (now - *t).to_std().unwrap_or_default())
-            .unwrap_or_default();
-        let at_stake = f.delta.or(f.amount).unwrap_or_default();
-        f.severity = recon::severity::of(at_stake, f.currency.as_deref(), age)
-            .as_str()
-            .to_owned();
-        let (id, _) = ledger::discrepancies::raise(&mut tx, &f, ACTOR, Some(run_id))
-            .await
-            .map_err(db)?;
-        raised_ids.push(id);
+fn unknown_user(id: &str) -> Finding {
+    Finding {
+        owner: Owner::User(id.to_owned()),
+        currency: None,
+        subject: None,
+        class: Class::UnknownUser.as_str().into(),
+        provider_balance: None,
+        ledger_balance: None,
+        delta: None,
+        amount: None,
+        explanations: serde_json::json!([]),
+        detail: Some(format!("P100 does not know tracked user {id} (P412)")),
     }
-    let raised: BTreeSet<i64> = raised_ids.iter().copied().collect();
-    let read_owners: BTreeSet<Option<String>> = read.iter().map(|(o, _, _)| owner_key(o)).collect();
-    let unknown_now: BTreeSet<&String> = unknown.iter().collect();
-    let resolvable: Vec<i64> = existing
-        .iter()
-        .filter(|d| !raised.contains(&d.id))
-        .filter(|d| {
-            let user = d.external_user_id.clone();
-            match (Class::parse(&d.class), &d.currency, &d.subject) {
-                // The account was compared and did not differ.
-                (Some(Class::BalanceMismatch | Class::UnknownAccount), Some(c), None) => {
-                    checked_accounts.contains(&(user, c.clone()))
-                }
-                // The user was read (so P100 knows it) and is no longer flagged.
-                (Some(Class::UnknownUser), _, _) => {
-                    read_owners.contains(&user)
-                        && !user.as_ref().is_some_and(|u| unknown_now.contains(u))
-                }
-                // The transaction or operation was examined and nothing was found.
-                (Some(_), _, Some(subject)) => tx_check.examined.contains(&(user, subject.clone())),
-                _ => false,
-            }
-        })
-        .map(|d| d.id)
-        .collect();
-    let auto_resolved = ledger::discrepancies::auto_resolve(
-        &mut tx,
-        &resolvable,
-        ACTOR,
-        &format!("reconciliation run {run_id} found it matching again"),
-    )
-    .await
-    .map_err(db)?;
-    let by_currency: Vec<CurrencyTotal> = totals
-        .into_iter()
-        .map(|(currency, (provider_total, ledger_total))| CurrencyTotal {
-            currency,
-            provider_total,
-            ledger_total,
-            delta: provider_total - ledger_total,
-        })
-        .collect();
-    let unmatched: Vec<UnmatchedTransaction> = tx_check.findings.iter().map(unmatched_of).collect();
-    let complete = reasons.is_empty();
-    let record = ledger::reconciliation::Run {
-        id: run_id,
-        scope: args.scope(),
-        state: "finished".into(),
-        started_at: started,
-        finished_at: None,
-        cutoff,
-        accounts_checked: accounts,
-        matched,
-        matched_in_flight,
-        discrepancies: raised_ids.len() as i64,
-        by_currency: serde_json::to_value(&by_currency).unwrap_or_default(),
-        unmatched: serde_json::to_value(&unmatched).unwrap_or_default(),
-        discrepancy_ids: raised_ids.clone(),
-        p100_calls: calls as i64,
-        p100_budget: budget as i64,
-        complete,
-        incomplete_reasons: serde_json::json!(reasons),
-        error: None,
-    };
-    ledger::reconciliation::finish_run(&mut *tx, &record)
-        .await
-        .map_err(db)?;
-    ledger::reconciliation::mark_reconciled(&mut *tx, &scope_owners, started)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(|e| e.to_string())?;
-    metrics::counter!("reconciliation_runs_total", "complete" => complete.to_string()).increment(1);
-    Ok(RunSummary {
-        run_id,
-        accounts_checked: accounts,
-        matched,
-        matched_in_flight,
-        discrepancies: raised_ids.len() as i64,
-        auto_resolved,
-        complete,
-    })
+}
+
+/// Names the step that failed, for the run's recorded error and the job's log.
+fn failed<E: std::fmt::Display>(step: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("reconciliation failed while {step}: {e}")
 }
 
 /// Where a stored operation stands, for matching.
 fn op_state(op: &str, status: &str) -> OpState {
     match (op, status) {
         ("sepa", "SUCCESSFUL") | ("exchange", "COMPLETED") => OpState::Settled,
-        ("sepa", "FAILED") | ("exchange", "FAILED" | "EXPIRED") => OpState::Failed,
+        ("sepa", "FAILED" | "RELEASED") | ("exchange", "FAILED" | "EXPIRED") => OpState::Failed,
         ("sepa", "MISSING_AT_PROVIDER") => OpState::Missing,
         _ => OpState::Pending,
     }
@@ -569,7 +617,6 @@ fn tx_finding(f: &TxFinding) -> Finding {
         )
         .unwrap_or_default(),
         detail: Some(f.detail.clone()),
-        severity: String::new(),
     }
 }
 

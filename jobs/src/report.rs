@@ -8,13 +8,14 @@ use chrono::{NaiveDate, Utc};
 use ledger::reconciliation::Run;
 use queue::Outcome;
 use recon::report::{
-    CurrencyTotal, Explanation, JobsSummary, P100Usage, Report, ReportDiscrepancy, Summary,
-    TrendPoint, UnmatchedTransaction,
+    CurrencyTotal, JobsSummary, P100Usage, Report, ReportDiscrepancy, Summary, TrendPoint,
+    UnmatchedTransaction,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::context::JobContext;
 use crate::kinds::Kind;
+use crate::schedule::ScheduleFile;
 
 /// Runs of the trend on the HTML page.
 const TREND_RUNS: i64 = 14;
@@ -50,6 +51,9 @@ pub enum ReportError {
     /// The database failed.
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    /// The queue's figures could not be read.
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
     /// Files could not be written.
     #[error("cannot write the report under {path}: {source}")]
     Io {
@@ -60,22 +64,18 @@ pub enum ReportError {
     },
 }
 
-/// Queues the report of `day` (deduplicated per day).
-pub async fn enqueue_for(ctx: &JobContext, day: NaiveDate) -> Result<(), String> {
+/// The job that writes the report of `day` (deduplicated per day).
+pub fn job_for(schedule: &ScheduleFile, day: NaiveDate) -> Result<queue::NewJob, String> {
     let args = ReportArgs {
         v: 0,
         date: Some(day.to_string()),
     };
-    let job = crate::enqueue::new_job(
+    crate::enqueue::new_job(
         Kind::Report,
-        serde_json::to_value(&args).unwrap_or_default(),
-        &ctx.schedule,
+        serde_json::to_value(&args).map_err(|e| e.to_string())?,
+        schedule,
         None,
-    )?;
-    crate::enqueue::enqueue(&ctx.pool, &job)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+    )
 }
 
 /// One run, as the queue calls it.
@@ -90,7 +90,7 @@ pub async fn run(ctx: &JobContext, args: ReportArgs) -> Outcome {
             "discrepancies": report.summary.discrepancies, "complete": report.complete,
         })),
         Err(ReportError::NoRun(day)) => Outcome::dead(ReportError::NoRun(day).to_string()),
-        Err(e) => Outcome::retry(e.to_string()),
+        Err(e) => Outcome::retry(format!("report of {day}: {e}")),
     }
 }
 
@@ -137,38 +137,50 @@ pub async fn write_day(
 }
 
 /// The report of a recorded run.
-pub async fn build(pool: &ledger::PgPool, run: &Run) -> Result<Report, ledger::Error> {
-    let mut discrepancies = Vec::with_capacity(run.discrepancy_ids.len());
-    for id in &run.discrepancy_ids {
-        let Some(d) = ledger::discrepancies::show(pool, *id).await? else {
-            continue;
-        };
-        let explanations: Vec<Explanation> =
-            serde_json::from_value(d.explanations.clone()).unwrap_or_default();
-        discrepancies.push(ReportDiscrepancy {
-            id: d.id.to_string(),
-            owner: d.owner_kind.clone(),
-            external_user_id: d.external_user_id.clone(),
-            currency: d.currency.clone(),
-            class: d.class.clone(),
-            provider_balance: d.provider_balance,
-            ledger_balance: d.ledger_balance,
-            delta: d.delta.or(d.amount),
-            state: d.state.clone(),
-            first_seen_at: d.first_seen_at,
-            severity: d.severity.clone(),
-            explanations,
-            subject: d.subject.clone(),
-            detail: d.detail.clone(),
-        });
+pub async fn build(pool: &ledger::PgPool, run: &Run) -> Result<Report, ReportError> {
+    // What the run stored is ours; a part that does not decode is a corrupt row, not an
+    // empty section.
+    fn stored<T: serde::de::DeserializeOwned>(
+        run: i64,
+        what: &str,
+        value: &serde_json::Value,
+    ) -> Result<T, ledger::Error> {
+        serde_json::from_value(value.clone()).map_err(|e| {
+            ledger::Error::Corrupt(format!("reconciliation run {run}: stored {what}: {e}"))
+        })
     }
-    let by_currency: Vec<CurrencyTotal> =
-        serde_json::from_value(run.by_currency.clone()).unwrap_or_default();
+    let discrepancies: Vec<ReportDiscrepancy> =
+        ledger::discrepancies::by_ids(pool, &run.discrepancy_ids)
+            .await?
+            .into_iter()
+            .map(|d| {
+                Ok(ReportDiscrepancy {
+                    id: d.id.to_string(),
+                    explanations: stored(
+                        run.id,
+                        &format!("explanations of discrepancy {}", d.id),
+                        &d.explanations,
+                    )?,
+                    owner: d.owner_kind,
+                    external_user_id: d.external_user_id,
+                    currency: d.currency,
+                    class: d.class,
+                    provider_balance: d.provider_balance,
+                    ledger_balance: d.ledger_balance,
+                    delta: d.delta.or(d.amount),
+                    state: d.state,
+                    first_seen_at: d.first_seen_at,
+                    severity: d.severity,
+                    subject: d.subject,
+                    detail: d.detail,
+                })
+            })
+            .collect::<Result<_, ledger::Error>>()?;
+    let by_currency: Vec<CurrencyTotal> = stored(run.id, "totals", &run.by_currency)?;
     let unmatched: Vec<UnmatchedTransaction> =
-        serde_json::from_value(run.unmatched.clone()).unwrap_or_default();
-    let reasons: Vec<String> =
-        serde_json::from_value(run.incomplete_reasons.clone()).unwrap_or_default();
-    let (failed, dead, oldest) = ledger::reconciliation::queue_figures(pool).await?;
+        stored(run.id, "unmatched transactions", &run.unmatched)?;
+    let reasons: Vec<String> = stored(run.id, "incomplete reasons", &run.incomplete_reasons)?;
+    let backlog = queue::store::backlog(pool).await?;
     Ok(Report {
         run_id: run.id.to_string(),
         cutoff: run.cutoff.unwrap_or(run.started_at),
@@ -184,9 +196,9 @@ pub async fn build(pool: &ledger::PgPool, run: &Run) -> Result<Report, ledger::E
         discrepancies,
         unmatched_transactions: unmatched,
         jobs: JobsSummary {
-            failed: failed.max(0) as u64,
-            dead: dead.max(0) as u64,
-            oldest_pending_age_seconds: oldest.max(0) as u64,
+            failed: backlog.failed.max(0) as u64,
+            dead: backlog.dead.max(0) as u64,
+            oldest_pending_age_seconds: backlog.oldest_pending_age_seconds.max(0) as u64,
         },
         scope: run.scope.clone(),
         complete: run.complete,

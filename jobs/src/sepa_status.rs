@@ -6,8 +6,9 @@
 //! SEPA_TRANSFER row, so whichever sees it first posts it, and the hold is reversed, in one
 //! transaction. `FAILED` releases the hold and keeps P100's `error`. A P428 (unknown
 //! transfer) is tolerated for a grace period (P100 may not show a fresh transfer yet); after
-//! it the transfer becomes `MISSING_AT_PROVIDER` with a discrepancy, and its hold stays until
-//! a person resolves it. Read-only at P100.
+//! it the transfer becomes `MISSING_AT_PROVIDER` with a discrepancy and its hold stays: it is
+//! re-read every six hours, so a late appearance settles or releases it as usual, until a
+//! person releases the hold (`sepa release`). Read-only at P100.
 
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(30);
 pub const MAX_DELAY: Duration = Duration::from_secs(1800);
 /// How long a P428 is taken to mean "not visible yet" rather than "missing".
 pub const DEFAULT_NOT_FOUND_GRACE: Duration = Duration::from_secs(3600);
+/// Re-read of a transfer P100 did not know after the grace period (until it shows up, or a
+/// person releases its hold with `sepa release`).
+pub const MISSING_RECHECK: Duration = Duration::from_secs(6 * 3600);
 /// How long the kind pauses after P100 rejected the key.
 pub const AUTH_PAUSE: Duration = Duration::from_secs(300);
 /// Who the discrepancies this job raises are attributed to.
@@ -57,7 +61,7 @@ pub fn in_progress_delay(polls: u32) -> Duration {
 pub async fn run(ctx: &JobContext, args: SepaStatusArgs) -> Outcome {
     match step(ctx, &args).await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::retry(e.to_string()),
+        Err(e) => Outcome::retry(format!("SEPA transfer {}: {e}", args.transfer)),
     }
 }
 
@@ -111,6 +115,14 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 .not_found_grace_seconds
                 .map_or(DEFAULT_NOT_FOUND_GRACE, Duration::from_secs);
             let age = (Utc::now() - t.created_at).to_std().unwrap_or_default();
+            if t.status == ledger::sepa::MISSING {
+                // Already flagged: keep asking, slowly, so a late appearance settles it.
+                tx.commit().await?;
+                return Ok(Outcome::Snooze {
+                    result: serde_json::json!({ "p100": "P428", "status": ledger::sepa::MISSING }),
+                    after: MISSING_RECHECK,
+                });
+            }
             if age < grace {
                 let seen = Observation {
                     status: t.status.clone(),
@@ -143,19 +155,19 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 amount: Some(-t.amount),
                 explanations: serde_json::json!([]),
                 detail: Some(note.clone()),
-                severity: recon::severity::of(t.amount, Some(&t.currency), age)
-                    .as_str()
-                    .to_owned(),
             };
-            ledger::discrepancies::raise(&mut tx, &finding, ACTOR, None).await?;
+            crate::findings::raise(&mut tx, &finding, ACTOR, None).await?;
             let seen = Observation {
-                status: "MISSING_AT_PROVIDER".into(),
+                status: ledger::sepa::MISSING.into(),
                 note: Some(note),
                 ..Observation::default()
             };
             ledger::sepa::record(&mut tx, &t, &seen).await?;
             tx.commit().await?;
-            return Ok(done(&t, "MISSING_AT_PROVIDER"));
+            return Ok(Outcome::Snooze {
+                result: serde_json::json!({ "transfer_id": t.transfer_id, "status": ledger::sepa::MISSING }),
+                after: MISSING_RECHECK,
+            });
         }
         Err(e) if e.class == ErrorClass::Auth => {
             ctx.set_p100_health(P100Health::AuthFailed);
@@ -201,8 +213,8 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 Ok(None) => {}
                 Err(e) => return Ok(Outcome::dead(e.to_string())),
             }
-            for finding in mismatches(&t, &owner, details.amount, details.currency.as_str()) {
-                ledger::discrepancies::raise(&mut tx, &finding, ACTOR, None).await?;
+            if let Some(finding) = mismatch(&t, &owner, details.amount, details.currency.as_str()) {
+                crate::findings::raise(&mut tx, &finding, ACTOR, None).await?;
             }
             ledger::sepa::end_hold(&mut tx, &t, "settled", now).await?;
             ledger::sepa::record(&mut tx, &t, &seen).await?;
@@ -231,14 +243,33 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
     }
 }
 
-/// What P100 settled that differs from what was registered.
-fn mismatches(
+/// What P100 settled that differs from what was registered, if anything.
+fn mismatch(
     t: &SepaTransfer,
     owner: &ledger::Owner,
     amount: Decimal,
     currency: &str,
-) -> Vec<Finding> {
-    let finding = |class: &str, detail: String| Finding {
+) -> Option<Finding> {
+    let (class, detail) = if currency != t.currency {
+        (
+            "currency_mismatch",
+            format!(
+                "transfer {} was registered in {} but P100 settled it in {currency}",
+                t.transfer_id, t.currency
+            ),
+        )
+    } else if amount != t.amount {
+        (
+            "amount_mismatch",
+            format!(
+                "transfer {} was registered for {} but P100 settled {amount}",
+                t.transfer_id, t.amount
+            ),
+        )
+    } else {
+        return None;
+    };
+    Some(Finding {
         owner: owner.clone(),
         currency: Some(t.currency.clone()),
         subject: Some(t.transfer_id.clone()),
@@ -246,36 +277,11 @@ fn mismatches(
         provider_balance: None,
         ledger_balance: None,
         delta: None,
+        // The signed movement, as reconciliation records it.
         amount: Some(-amount),
         explanations: serde_json::json!([]),
         detail: Some(detail),
-        severity: recon::severity::of(
-            (amount - t.amount).abs().max(amount),
-            Some(&t.currency),
-            Duration::ZERO,
-        )
-        .as_str()
-        .to_owned(),
-    };
-    let mut out = Vec::new();
-    if currency != t.currency {
-        out.push(finding(
-            "currency_mismatch",
-            format!(
-                "transfer {} was registered in {} but P100 settled it in {currency}",
-                t.transfer_id, t.currency
-            ),
-        ));
-    } else if amount != t.amount {
-        out.push(finding(
-            "amount_mismatch",
-            format!(
-                "transfer {} was registered for {} but P100 settled {amount}",
-                t.transfer_id, t.amount
-            ),
-        ));
-    }
-    out
+    })
 }
 
 #[cfg(test)]

@@ -1,49 +1,35 @@
 //! `exchange_finalize` against the sandbox: the full path, a lost answer, expiry, user locks.
 
+mod common;
+
 use std::str::FromStr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use jobs::JobContext;
 use jobs::exchange_finalize::{self, ExchangeFinalizeArgs};
 use ledger::Owner;
-use p100_sandbox::{Fault, FaultKind, RunningSandbox, Sandbox, Scenario, TxSpec};
+use p100_sandbox::{Fault, FaultKind, RunningSandbox};
 use queue::Outcome;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
-    let funded = Scenario {
-        partner: p100_sandbox::PartnerSpec {
-            transactions: vec![TxSpec {
-                amount: Decimal::new(1_000_000, 2),
-                ..TxSpec::default()
-            }],
-            ..Default::default()
-        },
-        ..Scenario::default()
-    };
-    let sandbox = Sandbox::from_scenario(funded).spawn().await.unwrap();
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse().unwrap(),
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
-    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
-    let ctx = JobContext {
-        pool: pool.clone(),
-        p100: Some(p100::Client::new(config).unwrap()),
-        schedule: Arc::default(),
-        p100_health: Arc::default(),
-        report_dir: std::env::temp_dir(),
-    };
-    (sandbox, ctx)
+    common::start(pool, common::funded_partner("10000.00")).await
 }
 
 async fn submit(pool: &PgPool, sandbox: &RunningSandbox, owner: &Owner) -> (i64, String) {
     let amount = Decimal::from_str("100").unwrap();
     let (lock, _rate, expires) = sandbox.sandbox().create_lock("eur", "btc", amount);
     let expires: DateTime<Utc> = expires.parse().unwrap();
-    let id = ledger::exchanges::submit(pool, owner, &lock, "eur", "btc", amount, expires)
+    let new = ledger::exchanges::NewExchange {
+        owner,
+        lock_id: &lock,
+        from: "eur",
+        to: "btc",
+        amount,
+        expires_at: expires,
+    };
+    let id = ledger::exchanges::submit(pool, &new, ledger::intake::FirstJob::QueuedByCaller)
         .await
         .unwrap();
     (id, lock)
@@ -201,17 +187,17 @@ async fn a_lost_answer_is_resolved_from_history_without_a_second_submission(pool
 async fn an_expiring_lock_is_not_submitted_and_user_locks_go_to_review(pool: PgPool) {
     let (sandbox, ctx) = setup(&pool).await;
     let soon = Utc::now() + chrono::Duration::seconds(5);
-    let expiring = ledger::exchanges::submit(
-        &pool,
-        &Owner::Partner,
-        "lock-soon",
-        "eur",
-        "btc",
-        Decimal::ONE,
-        soon,
-    )
-    .await
-    .unwrap();
+    let new = ledger::exchanges::NewExchange {
+        owner: &Owner::Partner,
+        lock_id: "lock-soon",
+        from: "eur",
+        to: "btc",
+        amount: Decimal::ONE,
+        expires_at: soon,
+    };
+    let expiring = ledger::exchanges::submit(&pool, &new, ledger::intake::FirstJob::QueuedByCaller)
+        .await
+        .unwrap();
     let (users, _) = submit(&pool, &sandbox, &Owner::User("u-1".into())).await;
 
     drive(&ctx, expiring).await;

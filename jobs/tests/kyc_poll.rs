@@ -66,7 +66,9 @@ async fn setup(pool: &PgPool, key: &str) -> (RunningSandbox, JobContext) {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    ledger::users::track(pool, &ids, "test").await.unwrap();
+    ledger::users::track(pool, &ids, "test", ledger::intake::FirstJob::QueuedByCaller)
+        .await
+        .unwrap();
     (sandbox, ctx)
 }
 
@@ -212,7 +214,14 @@ async fn a_thousand_concurrent_polls_stay_under_the_rate_limit_and_use_it(pool: 
         p100_health: Arc::default(),
         report_dir: std::env::temp_dir(),
     };
-    ledger::users::track(&pool, &ids, "test").await.unwrap();
+    ledger::users::track(
+        &pool,
+        &ids,
+        "test",
+        ledger::intake::FirstJob::QueuedByCaller,
+    )
+    .await
+    .unwrap();
 
     let mut polls = tokio::task::JoinSet::new();
     for id in ids {

@@ -1,44 +1,17 @@
 //! `reconcile` against the sandbox: a drift is found once, kept, and auto-resolved when P100
 //! fixes it; the person's workflow on a discrepancy.
 
-use std::str::FromStr;
-use std::sync::Arc;
+mod common;
 
 use jobs::JobContext;
 use jobs::reconcile::{ReconcileArgs, reconcile};
-use p100_sandbox::{RunningSandbox, Sandbox, Scenario, TxSpec};
-use rust_decimal::Decimal;
+use p100_sandbox::{RunningSandbox, Scenario, TxSpec};
 use sqlx::PgPool;
 
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
+use common::dec;
 
 async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
-    let funded = Scenario {
-        partner: p100_sandbox::PartnerSpec {
-            transactions: vec![TxSpec {
-                amount: dec("1000.00"),
-                ..TxSpec::default()
-            }],
-            ..Default::default()
-        },
-        ..Scenario::default()
-    };
-    let sandbox = Sandbox::from_scenario(funded).spawn().await.unwrap();
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse().unwrap(),
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
-    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
-    let ctx = JobContext {
-        pool: pool.clone(),
-        p100: Some(p100::Client::new(config).unwrap()),
-        schedule: Arc::default(),
-        p100_health: Arc::default(),
-        report_dir: std::env::temp_dir(),
-    };
-    (sandbox, ctx)
+    common::start(pool, common::funded_partner("1000.00")).await
 }
 
 fn partner_with_sync() -> ReconcileArgs {
@@ -71,9 +44,7 @@ async fn a_drift_is_flagged_once_kept_and_auto_resolved_when_p100_fixes_it(pool:
         .unwrap();
     let first = reconcile(&ctx, &partner_with_sync()).await.unwrap();
     assert_eq!(first.discrepancies, 1);
-    let found = ledger::discrepancies::unresolved(&pool, None)
-        .await
-        .unwrap();
+    let found = ledger::discrepancies::unresolved(&pool).await.unwrap();
     assert_eq!(found.len(), 1);
     let d = &found[0];
     assert_eq!(
@@ -136,6 +107,42 @@ async fn a_drift_is_flagged_once_kept_and_auto_resolved_when_p100_fixes_it(pool:
         .execute(&pool)
         .await;
     assert!(edit.is_err(), "the event log is append-only");
+
+    // The same account drifting again reopens the same discrepancy, with the new figures;
+    // a different delta next time is an update.
+    sandbox
+        .sandbox()
+        .add_drift("partner", "eur", dec("1.00"))
+        .unwrap();
+    reconcile(&ctx, &partner_with_sync()).await.unwrap();
+    sandbox
+        .sandbox()
+        .add_drift("partner", "eur", dec("1.00"))
+        .unwrap();
+    reconcile(&ctx, &partner_with_sync()).await.unwrap();
+    let again = ledger::discrepancies::show(&pool, d.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.state.as_str(), again.delta),
+        ("open", Some(dec("2.00")))
+    );
+    assert_eq!(
+        events(&pool, d.id).await,
+        vec![
+            "opened",
+            "acknowledged",
+            "auto_resolved",
+            "reopened",
+            "updated"
+        ]
+    );
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM discrepancies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(all, 1, "stored once per (owner, currency, class)");
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
@@ -157,4 +164,56 @@ async fn a_failed_sync_makes_the_run_incomplete_and_says_why(pool: PgPool) {
         "{reasons}"
     );
     assert!(recorded.p100_calls >= 2 && recorded.p100_budget > 0);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_stale_pending_row_is_resolved_once_p100_completes_it(pool: PgPool) {
+    let scenario = Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions: vec![TxSpec {
+                id: Some("slow-deposit".into()),
+                status: "PENDING".into(),
+                amount: dec("30.00"),
+                steps: vec![p100_sandbox::TxStep {
+                    status: "COMPLETED".into(),
+                    after_polls: Some(1),
+                    after_seconds: None,
+                }],
+                ..TxSpec::default()
+            }],
+            ..Default::default()
+        },
+        ..Scenario::default()
+    };
+    let (_sandbox, ctx) = common::start(&pool, scenario).await;
+    // Pending for "too long" at once (no wait in a test).
+    let args = ReconcileArgs {
+        stale_after_seconds: Some(0),
+        ..partner_with_sync()
+    };
+    let first = reconcile(&ctx, &args).await.unwrap();
+    let found = ledger::discrepancies::unresolved(&pool).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| (d.class.as_str(), d.subject.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![("stale_pending", Some("slow-deposit"))],
+        "{first:?}"
+    );
+
+    // P100 completes it (the history shows it COMPLETED from its next read on); the sync
+    // posts it; the run finds nothing about it and resolves it.
+    let second = reconcile(&ctx, &args).await.unwrap();
+    assert_eq!(
+        (second.discrepancies, second.auto_resolved),
+        (0, 1),
+        "{second:?}"
+    );
+    assert!(
+        ledger::discrepancies::unresolved(&pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1,46 +1,21 @@
 //! `sepa_status` against the sandbox: hold, settle, release, P428 grace, shared postings.
 
-use std::str::FromStr;
-use std::sync::Arc;
+mod common;
 
 use jobs::JobContext;
 use jobs::sepa_status::{self, SepaStatusArgs};
 use ledger::Owner;
 use ledger::accounts::AccountKind;
-use p100_sandbox::{Fault, FaultKind, RunningSandbox, Sandbox, Scenario, SepaSpec, TxSpec};
+use ledger::intake::FirstJob;
+use p100_sandbox::{Fault, FaultKind, RunningSandbox, SepaSpec};
 use queue::Outcome;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
+use common::dec;
 
 async fn setup(pool: &PgPool) -> (RunningSandbox, JobContext) {
-    let funded = Scenario {
-        partner: p100_sandbox::PartnerSpec {
-            transactions: vec![TxSpec {
-                amount: dec("1000.00"),
-                ..TxSpec::default()
-            }],
-            ..Default::default()
-        },
-        ..Scenario::default()
-    };
-    let sandbox = Sandbox::from_scenario(funded).spawn().await.unwrap();
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse().unwrap(),
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
-    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
-    let ctx = JobContext {
-        pool: pool.clone(),
-        p100: Some(p100::Client::new(config).unwrap()),
-        schedule: Arc::default(),
-        p100_health: Arc::default(),
-        report_dir: std::env::temp_dir(),
-    };
-    (sandbox, ctx)
+    common::start(pool, common::funded_partner("1000.00")).await
 }
 
 /// Creates a transfer at the sandbox and tracks it (hold placed) as `sepa track` does.
@@ -56,11 +31,30 @@ async fn create_and_track(
         .unwrap()
         .remove(0);
     let mut tx = pool.begin().await.unwrap();
-    ledger::sepa::track(&mut tx, &Owner::Partner, &id, dec(tracked_amount), "eur")
-        .await
-        .unwrap();
+    ledger::sepa::track(
+        &mut tx,
+        &Owner::Partner,
+        &id,
+        dec(tracked_amount),
+        "eur",
+        FirstJob::QueuedByCaller,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     id
+}
+
+async fn run_once(ctx: &JobContext, transfer: &str, grace: Option<u64>) -> Outcome {
+    sepa_status::run(
+        ctx,
+        SepaStatusArgs {
+            v: 0,
+            transfer: transfer.to_owned(),
+            not_found_grace_seconds: grace,
+        },
+    )
+    .await
 }
 
 /// Runs the job like the queue would until it is done.
@@ -260,7 +254,7 @@ async fn a_failed_transfer_releases_the_hold_and_keeps_p100s_error(pool: PgPool)
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(pool: PgPool) {
-    let (_sandbox, ctx) = setup(&pool).await;
+    let (sandbox, ctx) = setup(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     ledger::sepa::track(
         &mut tx,
@@ -268,6 +262,7 @@ async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(poo
         "no-such-transfer",
         dec("42.00"),
         "eur",
+        FirstJob::QueuedByCaller,
     )
     .await
     .unwrap();
@@ -290,8 +285,13 @@ async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(poo
         .unwrap();
     assert_eq!(t.status, "TRACKING");
 
-    // After it, the transfer is missing at P100: a discrepancy, and the hold stays.
-    assert_eq!(drive(&ctx, "no-such-transfer", Some(0)).await, vec!["done"]);
+    // After it, the transfer is missing at P100: a discrepancy, and the hold stays; the job
+    // keeps asking, slowly.
+    let missing = run_once(&ctx, "no-such-transfer", Some(0)).await;
+    match &missing {
+        Outcome::Snooze { after, .. } => assert_eq!(*after, sepa_status::MISSING_RECHECK),
+        other => panic!("{other:?}"),
+    }
     let t = ledger::sepa::find(&pool, "no-such-transfer")
         .await
         .unwrap()
@@ -327,6 +327,111 @@ async fn p428_is_tolerated_within_the_grace_then_becomes_missing_at_provider(poo
             Some(dec("-42.00")),
             "open"
         )
+    );
+
+    // P100 shows it after all (late): the next read settles it and ends the hold; the next
+    // reconciliation (with its sync) finds it matching and resolves the discrepancy.
+    sandbox
+        .sandbox()
+        .add_sepa_transfers(vec![SepaSpec {
+            id: Some("no-such-transfer".into()),
+            amount: dec("42.00"),
+            status: Some("SUCCESSFUL".into()),
+            ..SepaSpec::default()
+        }])
+        .unwrap();
+    assert_eq!(
+        run_once(&ctx, "no-such-transfer", Some(0)).await.label(),
+        "done"
+    );
+    let t = ledger::sepa::find(&pool, "no-such-transfer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.hold_state.as_str()),
+        ("SUCCESSFUL", "settled")
+    );
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        Decimal::ZERO
+    );
+    let run = jobs::reconcile::reconcile(
+        &ctx,
+        &jobs::reconcile::ReconcileArgs {
+            partner: true,
+            sync: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.auto_resolved, 1, "{run:?}");
+    let d = ledger::discrepancies::show(&pool, found[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.state, "resolved");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_person_releases_the_hold_of_a_transfer_p100_never_showed(pool: PgPool) {
+    let (_sandbox, ctx) = setup(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    let t = ledger::sepa::track(
+        &mut tx,
+        &Owner::Partner,
+        "ghost",
+        dec("9.99"),
+        "eur",
+        FirstJob::QueuedByCaller,
+    )
+    .await
+    .unwrap();
+    // Only a transfer P100 does not know can be released by hand.
+    let refused = ledger::sepa::release(&mut tx, &t, "ops-anna", "early").await;
+    assert!(refused.is_err());
+    tx.commit().await.unwrap();
+    assert_eq!(run_once(&ctx, "ghost", Some(0)).await.label(), "snooze");
+
+    let mut tx = pool.begin().await.unwrap();
+    let t = ledger::sepa::load_for_update(&mut tx, t.id)
+        .await
+        .unwrap()
+        .unwrap();
+    ledger::sepa::release(
+        &mut tx,
+        &t,
+        "ops-anna",
+        "confirmed with P100: never created",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let t = ledger::sepa::find(&pool, "ghost").await.unwrap().unwrap();
+    assert_eq!(
+        (t.status.as_str(), t.hold_state.as_str()),
+        ("RELEASED", "released")
+    );
+    assert_eq!(
+        account(&pool, AccountKind::PartnerHold).await,
+        Decimal::ZERO
+    );
+    let last = ledger::sepa::events(&pool, t.id)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        last.1.as_deref().unwrap().contains("ops-anna")
+            && last.1.as_deref().unwrap().contains("never created"),
+        "{last:?}"
+    );
+    assert_eq!(
+        run_once(&ctx, "ghost", Some(0)).await.label(),
+        "done",
+        "no longer followed"
     );
 }
 

@@ -433,7 +433,14 @@ async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn the_sweep_spreads_one_sync_per_tracked_user_over_its_interval(pool: PgPool) {
     let users: Vec<String> = (0..4).map(|i| format!("sweep-{i}")).collect();
-    ledger::users::track(&pool, &users, "test").await.unwrap();
+    ledger::users::track(
+        &pool,
+        &users,
+        "test",
+        ledger::intake::FirstJob::QueuedByCaller,
+    )
+    .await
+    .unwrap();
     let ctx = jobs::JobContext {
         pool: pool.clone(),
         p100: None,
@@ -482,7 +489,14 @@ async fn a_user_without_history_counts_as_synced_so_the_sweep_moves_on(pool: PgP
     .await
     .unwrap();
     let users = vec!["quiet".to_owned(), "waiting".to_owned()];
-    ledger::users::track(&pool, &users, "test").await.unwrap();
+    ledger::users::track(
+        &pool,
+        &users,
+        "test",
+        ledger::intake::FirstJob::QueuedByCaller,
+    )
+    .await
+    .unwrap();
 
     let summary = tx_sync::sync(
         &client(&sandbox.base_url()),

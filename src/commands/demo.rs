@@ -16,6 +16,7 @@ use anyhow::Context;
 use jobs::JobContext;
 use jobs::kinds::Kind;
 use ledger::Owner;
+use ledger::intake::FirstJob;
 use p100_sandbox::Sandbox;
 use rust_decimal::Decimal;
 
@@ -65,7 +66,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
 
     // Intake, as an operator (or the partner's application) would do it.
     let users: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
-    ledger::users::track(&pool, &users, "demo").await?;
+    // Their first KYC polls are left to the intake sweep, as for the partner's own inserts.
+    ledger::users::track(&pool, &users, "demo", FirstJob::LeftToSweep).await?;
     let mut first_jobs = Vec::new();
     for (transfer, amount) in TRANSFERS {
         if ledger::sepa::find(&pool, transfer).await?.is_none() {
@@ -76,6 +78,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
                 transfer,
                 Decimal::from_str(amount)?,
                 "eur",
+                FirstJob::QueuedByCaller,
             )
             .await?;
             tx.commit().await?;
@@ -118,13 +121,24 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     };
     let cycle = async {
         let ids = enqueue_all(&pool, &first_jobs).await?;
-        wait_done(&pool, &ids, "following the SEPA transfers").await?;
+        wait_runs(&pool, &ids, "following the SEPA transfers").await?;
         let chain = serde_json::json!({ "sync": true, "report": true });
         let run = jobs::enqueue::new_job(Kind::Reconcile, chain, &ctx.schedule, None)
             .map_err(anyhow::Error::msg)?;
         let ids = enqueue_all(&pool, &[run]).await?;
-        wait_done(&pool, &ids, "reconciling").await?;
-        let day = chrono::Utc::now().date_naive().to_string();
+        wait_runs(&pool, &ids, "reconciling").await?;
+        // The run queued its day's report in the transaction that recorded it.
+        let summary = queue::store::show(&pool, ids[0].0)
+            .await?
+            .and_then(|job| job.result)
+            .context("the reconciliation job left no result")?;
+        let run_id = summary["run_id"]
+            .as_i64()
+            .context("the reconciliation job's result has no run_id")?;
+        let run = ledger::reconciliation::run(&pool, run_id)
+            .await?
+            .with_context(|| format!("reconciliation run {run_id} is not recorded"))?;
+        let day = run.started_at.date_naive();
         let filter = queue::store::ListFilter {
             kind: Some("report".into()),
             states: Vec::new(),
@@ -133,20 +147,21 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         let report = queue::store::list(&pool, &filter)
             .await?
             .into_iter()
-            .filter(|j| j.dedup_key.as_deref() == Some(day.as_str()))
-            .map(|j| j.id)
+            .filter(|j| j.dedup_key.as_deref() == Some(day.to_string().as_str()))
+            .map(|j| (j.id, 0))
             .max()
-            .context("the reconciliation run queued no report")?;
-        wait_done(&pool, &[report], "writing the report").await?;
-        anyhow::Ok(())
+            .with_context(|| format!("run {run_id} queued no report for {day}"))?;
+        wait_runs(&pool, &[report], "writing the report").await?;
+        anyhow::Ok((run, day))
     };
     let outcome = cycle.await;
     let _ = stop_tx.send(());
     let _ = workers.await;
-    outcome?;
+    let (run, day) = outcome?;
 
-    let day = chrono::Utc::now().date_naive();
-    let (report, dir) = jobs::report::write_day(&pool, &settings.report_dir, day).await?;
+    // The report job wrote the files; the summary is built from the same run.
+    let report = jobs::report::build(&pool, &run).await?;
+    let dir = settings.report_dir.join(day.to_string());
     if args.json {
         println!("{}", recon::render::json(&report));
         return Ok(ExitCode::SUCCESS);
@@ -165,20 +180,26 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn enqueue_all(pool: &ledger::PgPool, jobs: &[queue::NewJob]) -> anyhow::Result<Vec<i64>> {
+/// Enqueues each job (or brings its unit's live job forward); returns (id, runs so far).
+async fn enqueue_all(
+    pool: &ledger::PgPool,
+    jobs: &[queue::NewJob],
+) -> anyhow::Result<Vec<(i64, i32)>> {
     let mut ids = Vec::new();
     for job in jobs {
-        ids.push(jobs::enqueue::enqueue(pool, job).await?.id);
+        let enqueued = jobs::enqueue::enqueue(pool, job).await?;
+        ids.push((enqueued.id, enqueued.runs));
     }
     Ok(ids)
 }
 
-/// Waits until every job in `ids` is done; fails naming the job that failed or went dead.
-async fn wait_done(pool: &ledger::PgPool, ids: &[i64], what: &str) -> anyhow::Result<()> {
+/// Waits until every job has completed one more run (done, or a polling job scheduled
+/// again, as `enqueue --wait` counts it); fails naming the job that failed or went dead.
+async fn wait_runs(pool: &ledger::PgPool, jobs: &[(i64, i32)], what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let mut pending = 0;
-        for id in ids {
+        for (id, runs_before) in jobs {
             let Some(job) = queue::store::show(pool, *id).await? else {
                 anyhow::bail!("{what}: job {id} disappeared");
             };
@@ -190,6 +211,7 @@ async fn wait_done(pool: &ledger::PgPool, ids: &[i64], what: &str) -> anyhow::Re
                     job.state,
                     job.last_error.unwrap_or_default()
                 ),
+                queue::JobState::Pending if job.runs > *runs_before => {}
                 _ => pending += 1,
             }
         }
@@ -197,7 +219,7 @@ async fn wait_done(pool: &ledger::PgPool, ids: &[i64], what: &str) -> anyhow::Re
             return Ok(());
         }
         if Instant::now() > deadline {
-            anyhow::bail!("{what}: {pending} jobs still not done after 120 s");
+            anyhow::bail!("{what}: {pending} jobs have not completed a run after 120 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

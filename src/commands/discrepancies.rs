@@ -92,10 +92,7 @@ async fn step(
     args: DiscrepancyStepArgs,
     to: &'static str,
 ) -> anyhow::Result<ExitCode> {
-    let actor = args
-        .actor
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "operator".to_owned());
+    let actor = args.actor.unwrap_or_else(crate::settings::operator_name);
     let mut tx = pool.begin().await?;
     match ledger::discrepancies::step(&mut tx, args.id, to, &actor, args.note.trim()).await {
         Ok(d) => {
@@ -115,10 +112,8 @@ async fn step(
 }
 
 fn owner_label(d: &Discrepancy) -> String {
-    match &d.external_user_id {
-        Some(id) => format!("user {id}"),
-        None => "partner".to_owned(),
-    }
+    ledger::Owner::from_columns(&d.owner_kind, d.external_user_id.clone())
+        .map_or_else(|e| e.to_string(), |o| o.to_string())
 }
 
 fn print_one(d: &Discrepancy) {

@@ -7,6 +7,7 @@ use chrono::DateTime;
 use jobs::exchange_finalize::ExchangeFinalizeArgs;
 use jobs::kinds::Kind;
 use ledger::Owner;
+use ledger::intake::FirstJob;
 use rust_decimal::Decimal;
 
 use crate::UsageError;
@@ -56,17 +57,15 @@ pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Re
     let schedule = super::daemon::load_schedule(None)?;
     // The exchange and its finalization job commit together.
     let mut tx = pool.begin().await?;
-    let id = match ledger::exchanges::submit(
-        &mut *tx,
-        &owner,
-        args.lock_id.trim(),
-        &from,
-        &to,
+    let new = ledger::exchanges::NewExchange {
+        owner: &owner,
+        lock_id: args.lock_id.trim(),
+        from: &from,
+        to: &to,
         amount,
         expires_at,
-    )
-    .await
-    {
+    };
+    let id = match ledger::exchanges::submit(&mut *tx, &new, FirstJob::QueuedByCaller).await {
         Ok(id) => id,
         Err(ledger::Error::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
             return Err(UsageError(format!(

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use jobs::kinds::Kind;
 use jobs::sepa_status::SepaStatusArgs;
 use ledger::Owner;
-use ledger::sepa::SepaTransfer;
 use rust_decimal::Decimal;
 
 use crate::UsageError;
@@ -14,15 +13,46 @@ use crate::cli::{SepaCommand, SepaTrackArgs};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<ExitCode> {
-    if let SepaCommand::Track(args) = &command {
-        // Arguments are checked before anything is opened.
-        validate(args)?;
-    }
+    // Arguments are checked before anything is opened.
+    let track_args = match &command {
+        SepaCommand::Track(args) => Some(validate(args)?),
+        _ => None,
+    };
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
+    if let Some(v) = track_args {
+        return track(&pool, v).await;
+    }
     match command {
-        SepaCommand::Track(args) => track(&pool, args).await,
+        SepaCommand::Track(_) => Ok(ExitCode::SUCCESS),
+        SepaCommand::Release { id, note, actor } => {
+            if note.trim().is_empty() {
+                return Err(UsageError("--note must say why the hold is released".into()).into());
+            }
+            let actor = actor.unwrap_or_else(crate::settings::operator_name);
+            let mut tx = pool.begin().await?;
+            let Some(t) = ledger::sepa::find(&mut *tx, &id).await? else {
+                return Err(UsageError(format!(
+                    "no SEPA transfer {id} is tracked; see `sepa list`"
+                ))
+                .into());
+            };
+            let Some(t) = ledger::sepa::load_for_update(&mut tx, t.id).await? else {
+                anyhow::bail!("SEPA transfer {id} vanished");
+            };
+            match ledger::sepa::release(&mut tx, &t, &actor, note.trim()).await {
+                Ok(()) => {
+                    tx.commit().await?;
+                    println!("released the hold of {id} ({} {})", t.amount, t.currency);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ ledger::sepa::ReleaseError::WrongStatus { .. }) => {
+                    Err(UsageError(e.to_string()).into())
+                }
+                Err(ledger::sepa::ReleaseError::Ledger(e)) => Err(e.into()),
+            }
+        }
         SepaCommand::List { limit, json } => {
             let rows = ledger::sepa::list(&pool, limit).await?;
             if json {
@@ -40,7 +70,7 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
                         t.amount,
                         t.currency,
                         t.hold_state,
-                        owner_label(t)
+                        t.owner().map(|o| o.to_string()).unwrap_or_default()
                     );
                 }
             }
@@ -67,7 +97,7 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
                 println!(
                     "SEPA transfer {} ({}): {} {} → {}, hold {}{}",
                     t.transfer_id,
-                    owner_label(&t),
+                    t.owner().map(|o| o.to_string()).unwrap_or_default(),
                     t.amount,
                     t.currency,
                     t.status,
@@ -83,13 +113,6 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn owner_label(t: &SepaTransfer) -> String {
-    match &t.external_user_id {
-        Some(id) => format!("user {id}"),
-        None => "partner".to_owned(),
     }
 }
 
@@ -134,8 +157,7 @@ fn validate(args: &SepaTrackArgs) -> Result<Validated, UsageError> {
     })
 }
 
-async fn track(pool: &ledger::PgPool, args: SepaTrackArgs) -> anyhow::Result<ExitCode> {
-    let v = validate(&args)?;
+async fn track(pool: &ledger::PgPool, v: Validated) -> anyhow::Result<ExitCode> {
     let schedule = super::daemon::load_schedule(None)?;
     let job_args = serde_json::to_value(SepaStatusArgs {
         transfer: v.transfer_id.clone(),
@@ -145,20 +167,27 @@ async fn track(pool: &ledger::PgPool, args: SepaTrackArgs) -> anyhow::Result<Exi
         jobs::enqueue::new_job(Kind::SepaStatus, job_args, &schedule, None).map_err(UsageError)?;
     // The transfer, its hold and its first status check commit together.
     let mut tx = pool.begin().await?;
-    let t =
-        match ledger::sepa::track(&mut tx, &v.owner, &v.transfer_id, v.amount, &v.currency).await {
-            Ok(t) => t,
-            Err(ledger::Error::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
-                return Err(UsageError(format!(
-                    "transfer {} is already tracked; see `sepa show {}`",
-                    v.transfer_id, v.transfer_id
-                ))
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let t = match ledger::sepa::track(
+        &mut tx,
+        &v.owner,
+        &v.transfer_id,
+        v.amount,
+        &v.currency,
+        ledger::intake::FirstJob::QueuedByCaller,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(ledger::Error::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+            return Err(UsageError(format!(
+                "transfer {} is already tracked; see `sepa show {}`",
+                v.transfer_id, v.transfer_id
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     queue::store::enqueue_many(&mut *tx, &[job]).await?;
-    ledger::intake::mark_queued_transfer(&mut tx, t.id).await?;
     tx.commit().await?;
     println!("{}", t.transfer_id);
     Ok(ExitCode::SUCCESS)

@@ -82,7 +82,13 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
             .collect::<Result<Vec<_>, _>>()?;
         // The users and their first KYC polls commit together.
         let mut tx = pool.begin().await?;
-        let added = ledger::users::track(&mut *tx, &ids, "cli").await?;
+        let added = ledger::users::track(
+            &mut *tx,
+            &ids,
+            "cli",
+            ledger::intake::FirstJob::QueuedByCaller,
+        )
+        .await?;
         queue::store::enqueue_many(&mut *tx, &polls).await?;
         tx.commit().await?;
         println!(

@@ -34,8 +34,6 @@ pub struct Finding {
     pub explanations: serde_json::Value,
     /// One line for a person.
     pub detail: Option<String>,
-    /// `low`, `medium` or `high`.
-    pub severity: String,
 }
 
 /// What [`raise`] did.
@@ -106,12 +104,15 @@ pub struct Event {
 const COLUMNS: &str = "id, owner_kind, external_user_id, currency, subject, class, provider_balance, ledger_balance, delta, amount, explanations, detail, state, severity, first_seen_at, last_seen_at, resolved_at, last_run";
 
 /// Records a finding: opens a discrepancy, refreshes an unresolved one, or reopens a resolved
-/// one. Returns its id and what happened.
+/// one. `severity` gives the severity for the discrepancy's age (zero for a new one; since it
+/// was first seen otherwise). Returns its id and what happened; a refresh is logged only when
+/// the figures changed.
 pub async fn raise(
     conn: &mut PgConnection,
     f: &Finding,
     actor: &str,
     run: Option<i64>,
+    severity: impl Fn(std::time::Duration) -> String,
 ) -> Result<(i64, Raised), Error> {
     let inserted: Option<i64> = sqlx::query_scalar(
         r#"
@@ -133,7 +134,7 @@ pub async fn raise(
     .bind(f.amount)
     .bind(&f.explanations)
     .bind(&f.detail)
-    .bind(&f.severity)
+    .bind(severity(std::time::Duration::ZERO))
     .bind(run)
     .fetch_optional(&mut *conn)
     .await?;
@@ -141,9 +142,19 @@ pub async fn raise(
         log(conn, id, "opened", actor, f.detail.as_deref()).await?;
         return Ok((id, Raised::Opened));
     }
-    let (id, state): (i64, String) = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Existing {
+        id: i64,
+        state: String,
+        first_seen_at: DateTime<Utc>,
+        provider_balance: Option<Decimal>,
+        ledger_balance: Option<Decimal>,
+        delta: Option<Decimal>,
+        amount: Option<Decimal>,
+    }
+    let old: Existing = sqlx::query_as(
         r#"
-        SELECT id, state FROM discrepancies
+        SELECT id, state, first_seen_at, provider_balance, ledger_balance, delta, amount FROM discrepancies
          WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')
            AND COALESCE(currency, '') = COALESCE($3, '') AND COALESCE(subject, '') = COALESCE($4, '')
            AND class = $5
@@ -157,40 +168,44 @@ pub async fn raise(
     .bind(&f.class)
     .fetch_one(&mut *conn)
     .await?;
-    let reopened = state == "resolved";
-    let changed: bool = sqlx::query_scalar(
+    let changed = (
+        old.provider_balance,
+        old.ledger_balance,
+        old.delta,
+        old.amount,
+    ) != (f.provider_balance, f.ledger_balance, f.delta, f.amount);
+    let age = (Utc::now() - old.first_seen_at)
+        .to_std()
+        .unwrap_or_default();
+    sqlx::query(
         r#"
-        WITH old AS (SELECT provider_balance, ledger_balance, delta, amount FROM discrepancies WHERE id = $1)
-        UPDATE discrepancies d
+        UPDATE discrepancies
            SET provider_balance = $2, ledger_balance = $3, delta = $4, amount = $5, explanations = $6,
-               detail = $7, severity = $8, last_seen_at = now(), last_run = COALESCE($9, d.last_run),
-               state = CASE WHEN d.state = 'resolved' THEN 'open' ELSE d.state END,
-               resolved_at = CASE WHEN d.state = 'resolved' THEN NULL ELSE d.resolved_at END
-          FROM old
-         WHERE d.id = $1
-        RETURNING (old.provider_balance, old.ledger_balance, old.delta, old.amount)
-                  IS DISTINCT FROM ($2::numeric, $3::numeric, $4::numeric, $5::numeric)
+               detail = $7, severity = $8, last_seen_at = now(), last_run = COALESCE($9, last_run),
+               state = CASE WHEN state = 'resolved' THEN 'open' ELSE state END,
+               resolved_at = CASE WHEN state = 'resolved' THEN NULL ELSE resolved_at END
+         WHERE id = $1
         "#,
     )
-    .bind(id)
+    .bind(old.id)
     .bind(f.provider_balance)
     .bind(f.ledger_balance)
     .bind(f.delta)
     .bind(f.amount)
     .bind(&f.explanations)
     .bind(&f.detail)
-    .bind(&f.severity)
+    .bind(severity(age))
     .bind(run)
-    .fetch_one(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    if reopened {
-        log(conn, id, "reopened", actor, f.detail.as_deref()).await?;
-        Ok((id, Raised::Reopened))
+    if old.state == "resolved" {
+        log(conn, old.id, "reopened", actor, f.detail.as_deref()).await?;
+        Ok((old.id, Raised::Reopened))
     } else {
         if changed {
-            log(conn, id, "updated", actor, f.detail.as_deref()).await?;
+            log(conn, old.id, "updated", actor, f.detail.as_deref()).await?;
         }
-        Ok((id, Raised::Updated))
+        Ok((old.id, Raised::Updated))
     }
 }
 
@@ -347,32 +362,21 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Discre
         .await?)
 }
 
-/// The unresolved discrepancies of the given owners (all owners when `owners` is `None`).
-pub async fn unresolved(
-    db: impl PgExecutor<'_>,
-    owners: Option<&[Owner]>,
-) -> Result<Vec<Discrepancy>, Error> {
-    let (kinds, users): (Vec<&str>, Vec<String>) = owners
-        .unwrap_or_default()
-        .iter()
-        .map(|o| {
-            (
-                o.kind(),
-                o.external_user_id().unwrap_or_default().to_owned(),
-            )
-        })
-        .unzip();
+/// Every unresolved discrepancy.
+pub async fn unresolved(db: impl PgExecutor<'_>) -> Result<Vec<Discrepancy>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM discrepancies WHERE state <> 'resolved' ORDER BY id");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db)
+        .await?)
+}
+
+/// The discrepancies with these ids, in the order given.
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<Discrepancy>, Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM discrepancies d
-          WHERE state <> 'resolved'
-            AND ($1 OR EXISTS (SELECT 1 FROM UNNEST($2::text[], $3::text[]) AS o(k, u)
-                               WHERE o.k = d.owner_kind AND o.u = COALESCE(d.external_user_id, '')))
-          ORDER BY id"
+        "SELECT {COLUMNS} FROM discrepancies d JOIN UNNEST($1::bigint[]) WITH ORDINALITY AS u(id, n) USING (id) ORDER BY u.n"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(owners.is_none())
-        .bind(&kinds)
-        .bind(&users)
+        .bind(ids)
         .fetch_all(db)
         .await?)
 }

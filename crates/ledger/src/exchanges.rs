@@ -39,29 +39,43 @@ pub struct Exchange {
 
 const COLUMNS: &str = "id, owner_kind, external_user_id, lock_id, currency_from, currency_to, amount, expires_at, state, exchange_id, reason, submitted_at, created_at";
 
+/// A locked exchange to register.
+#[derive(Debug, Clone)]
+pub struct NewExchange<'a> {
+    /// Whose balances.
+    pub owner: &'a Owner,
+    /// P100's lock.
+    pub lock_id: &'a str,
+    /// Source currency (lowercase).
+    pub from: &'a str,
+    /// Target currency (lowercase).
+    pub to: &'a str,
+    /// Amount in the source currency.
+    pub amount: Decimal,
+    /// The lock's expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Registers a locked exchange; the same lock twice is refused by the database.
 pub async fn submit(
     db: impl PgExecutor<'_>,
-    owner: &Owner,
-    lock_id: &str,
-    from: &str,
-    to: &str,
-    amount: Decimal,
-    expires_at: DateTime<Utc>,
+    new: &NewExchange<'_>,
+    first_job: crate::intake::FirstJob,
 ) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
         r#"
-        INSERT INTO exchanges (owner_kind, external_user_id, lock_id, currency_from, currency_to, amount, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+        INSERT INTO exchanges (owner_kind, external_user_id, lock_id, currency_from, currency_to, amount, expires_at, queued_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END) RETURNING id
         "#,
     )
-    .bind(owner.kind())
-    .bind(owner.external_user_id())
-    .bind(lock_id)
-    .bind(from)
-    .bind(to)
-    .bind(amount)
-    .bind(expires_at)
+    .bind(new.owner.kind())
+    .bind(new.owner.external_user_id())
+    .bind(new.lock_id)
+    .bind(new.from)
+    .bind(new.to)
+    .bind(new.amount)
+    .bind(new.expires_at)
+    .bind(first_job.queued())
     .fetch_one(db)
     .await?)
 }

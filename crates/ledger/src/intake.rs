@@ -5,6 +5,21 @@ use sqlx::PgConnection;
 
 use crate::Error;
 
+/// Who queues an intake row's first job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstJob {
+    /// The caller, in the same transaction as the row (the row is marked queued).
+    QueuedByCaller,
+    /// The intake sweep.
+    LeftToSweep,
+}
+
+impl FirstJob {
+    pub(crate) fn queued(self) -> bool {
+        self == FirstJob::QueuedByCaller
+    }
+}
+
 /// Units waiting for their first job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unqueued {
@@ -49,7 +64,7 @@ pub async fn claim_unqueued(conn: &mut PgConnection, limit: i64) -> Result<Unque
         r#"
         UPDATE sepa_transfers SET queued_at = now()
          WHERE id IN (SELECT id FROM sepa_transfers WHERE queued_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-        RETURNING CASE WHEN status NOT IN ('SUCCESSFUL', 'FAILED', 'MISSING_AT_PROVIDER') THEN transfer_id END
+        RETURNING CASE WHEN status NOT IN ('SUCCESSFUL', 'FAILED', 'RELEASED') THEN transfer_id END
         "#,
     )
     .bind(limit)
@@ -63,13 +78,4 @@ pub async fn claim_unqueued(conn: &mut PgConnection, limit: i64) -> Result<Unque
         exchanges,
         transfers,
     })
-}
-
-/// Marks a transfer whose first job the caller queued in the same transaction.
-pub async fn mark_queued_transfer(conn: &mut PgConnection, id: i64) -> Result<(), Error> {
-    sqlx::query("UPDATE sepa_transfers SET queued_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }

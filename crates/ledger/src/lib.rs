@@ -20,7 +20,7 @@ pub mod snapshots;
 pub mod users;
 
 pub use owner::Owner;
-pub use sqlx::{PgPool, Postgres, Transaction};
+pub use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// The project's migrations (top-level `migrations/`), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

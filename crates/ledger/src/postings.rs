@@ -196,7 +196,7 @@ pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u6
 
 /// Reverses postings: for each (original key, reversal key, effective time), a new posting
 /// with the original's entries negated, unless the reversal key exists already. Returns how
-/// many were written.
+/// many were written. An original that does not exist is an error, not a no-op.
 pub async fn reverse(
     conn: &mut PgConnection,
     reversals: &[(String, String, DateTime<Utc>)],
@@ -207,6 +207,20 @@ pub async fn reverse(
     }
     let originals: Vec<&str> = reversals.iter().map(|(o, _, _)| o.as_str()).collect();
     let keys: Vec<&str> = reversals.iter().map(|(_, r, _)| r.as_str()).collect();
+    // Reversing a posting that does not exist would record nothing and let the caller believe
+    // the money was taken back.
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT u.key FROM UNNEST($1::text[]) AS u(key)
+          WHERE NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = u.key)",
+    )
+    .bind(&originals)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !missing.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "cannot reverse postings that do not exist: {missing:?}"
+        )));
+    }
     let times: Vec<DateTime<Utc>> = reversals.iter().map(|(_, _, at)| *at).collect();
     let inserted: Vec<(i64, i64)> = sqlx::query_as(
         r#"

@@ -67,10 +67,8 @@ pub async fn unknown_users(db: impl PgExecutor<'_>) -> Result<Vec<String>, Error
 /// One mirror account's settled balance at its owner's cut-off.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct SettledBalance {
-    /// `partner` or `user`.
-    pub owner_kind: String,
-    /// The user ('' for the partner).
-    pub external_user_id: String,
+    /// The user, or `None` for the partner.
+    pub external_user_id: Option<String>,
     /// Currency.
     pub currency: String,
     /// Balance of the entries effective up to the cut-off.
@@ -88,7 +86,7 @@ pub async fn settled_balances(
     let (kinds, users) = columns(&list);
     Ok(sqlx::query_as(
         r#"
-        SELECT a.owner_kind, COALESCE(a.external_user_id, '') AS external_user_id, a.currency,
+        SELECT a.external_user_id, a.currency,
                a.balance - COALESCE((SELECT sum(e.amount) FROM ledger_entries e
                                       WHERE e.account_id = a.id AND e.effective_at > o.cutoff), 0) AS balance
           FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS o(kind, usr, cutoff)
@@ -106,10 +104,8 @@ pub async fn settled_balances(
 /// A P100 history row (latest version) as reconciliation reads it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RowData {
-    /// `partner` or `user`.
-    pub owner_kind: String,
-    /// The user ('' for the partner).
-    pub external_user_id: String,
+    /// The user, or `None` for the partner's history.
+    pub external_user_id: Option<String>,
     /// P100's id.
     pub provider_tx_id: String,
     /// Type.
@@ -131,7 +127,8 @@ pub struct RowData {
 }
 
 /// History rows worth matching: pending ones, completed ones without a posting, operation
-/// rows (SEPA, exchange) seen since `since`, and rows referencing `references`.
+/// rows (SEPA, exchange) seen since `since`, rows referencing `references`, and rows an
+/// unresolved discrepancy is about (so it can be found matching again).
 pub async fn rows_to_match(
     db: impl PgExecutor<'_>,
     since: DateTime<Utc>,
@@ -139,13 +136,14 @@ pub async fn rows_to_match(
 ) -> Result<Vec<RowData>, Error> {
     Ok(sqlx::query_as(
         r#"
-        SELECT owner_kind, COALESCE(external_user_id, '') AS external_user_id, provider_tx_id, kind, status,
+        SELECT external_user_id, provider_tx_id, kind, status,
                currency, amount, fee, reference, updated_at, ledger_state = 'posted' AS posted
           FROM provider_transactions
          WHERE status = 'PENDING'
             OR (status = 'COMPLETED' AND ledger_state <> 'posted')
             OR (kind IN ('SEPA_TRANSFER', 'EXCHANGE') AND last_seen_at > $1)
             OR reference = ANY($2)
+            OR provider_tx_id IN (SELECT subject FROM discrepancies WHERE state <> 'resolved' AND subject IS NOT NULL)
         "#,
     )
     .bind(since)
@@ -159,10 +157,8 @@ pub async fn rows_to_match(
 pub struct OpData {
     /// `sepa` or `exchange`.
     pub op: String,
-    /// `partner` or `user`.
-    pub owner_kind: String,
-    /// The user ('' for the partner).
-    pub external_user_id: String,
+    /// The user, or `None` for the partner.
+    pub external_user_id: Option<String>,
     /// transferId or lockId.
     pub key: String,
     /// Local status or state.
@@ -185,14 +181,14 @@ pub async fn operations_to_match(
 ) -> Result<Vec<OpData>, Error> {
     Ok(sqlx::query_as(
         r#"
-        SELECT 'sepa' AS op, owner_kind, COALESCE(external_user_id, '') AS external_user_id, transfer_id AS key,
+        SELECT 'sepa' AS op, external_user_id, transfer_id AS key,
                status, currency, amount, fee,
-               CASE WHEN status IN ('SUCCESSFUL', 'FAILED', 'MISSING_AT_PROVIDER') THEN updated_at ELSE created_at END AS since
+               CASE WHEN status IN ('SUCCESSFUL', 'FAILED', 'RELEASED') THEN updated_at ELSE created_at END AS since
           FROM sepa_transfers
-         WHERE status NOT IN ('SUCCESSFUL', 'FAILED', 'MISSING_AT_PROVIDER') OR updated_at > $1
+         WHERE status NOT IN ('SUCCESSFUL', 'FAILED', 'RELEASED') OR updated_at > $1
             OR transfer_id IN (SELECT subject FROM discrepancies WHERE state <> 'resolved' AND subject IS NOT NULL)
         UNION ALL
-        SELECT 'exchange', owner_kind, COALESCE(external_user_id, ''), lock_id, state, currency_from, amount, NULL,
+        SELECT 'exchange', external_user_id, lock_id, state, currency_from, amount, NULL,
                CASE WHEN state IN ('COMPLETED', 'FAILED', 'EXPIRED') THEN updated_at ELSE created_at END
           FROM exchanges
          WHERE state NOT IN ('COMPLETED', 'FAILED', 'EXPIRED') OR updated_at > $1
@@ -204,10 +200,19 @@ pub async fn operations_to_match(
     .await?)
 }
 
-/// Starts a run; returns its id.
+/// Starts a run; returns its id. A run of the same scope still marked running was abandoned
+/// (its job timed out or its process died: one scope has one live job), and is marked failed.
 pub async fn start_run(db: impl PgExecutor<'_>, scope: &str, budget: i64) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO reconciliation_runs (scope, p100_budget) VALUES ($1, $2) RETURNING id",
+        r#"
+        WITH abandoned AS (
+            UPDATE reconciliation_runs
+               SET state = 'failed', finished_at = now(),
+                   error = 'abandoned: the job running it stopped (timeout or crash) before it was recorded'
+             WHERE state = 'running' AND scope = $1
+        )
+        INSERT INTO reconciliation_runs (scope, p100_budget) VALUES ($1, $2) RETURNING id
+        "#,
     )
     .bind(scope)
     .bind(budget)
@@ -383,18 +388,4 @@ pub async fn store_report(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// Queue figures for the report: (failed, dead, age in seconds of the oldest runnable pending).
-pub async fn queue_figures(db: impl PgExecutor<'_>) -> Result<(i64, i64, i64), Error> {
-    Ok(sqlx::query_as(
-        r#"
-        SELECT count(*) FILTER (WHERE state = 'failed'),
-               count(*) FILTER (WHERE state = 'dead'),
-               COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now()))::bigint, 0)
-          FROM jobs WHERE state IN ('failed', 'dead', 'pending')
-        "#,
-    )
-    .fetch_one(db)
-    .await?)
 }

@@ -14,7 +14,11 @@ use crate::postings::{self, NewEntry, NewPosting, PostingMeta, Source};
 use crate::{Error, Owner};
 
 /// Statuses after which a transfer is no longer polled.
-pub const TERMINAL: [&str; 3] = ["SUCCESSFUL", "FAILED", "MISSING_AT_PROVIDER"];
+pub const TERMINAL: [&str; 3] = ["SUCCESSFUL", "FAILED", RELEASED];
+/// P100 still answered P428 after the grace period; its hold stays and it is re-read slowly.
+pub const MISSING: &str = "MISSING_AT_PROVIDER";
+/// A person released the hold of a transfer P100 never showed.
+pub const RELEASED: &str = "RELEASED";
 
 /// A transfer as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
@@ -31,7 +35,7 @@ pub struct SepaTransfer {
     pub amount: Decimal,
     /// Currency as registered.
     pub currency: String,
-    /// `TRACKING`, P100's status as last read, or `MISSING_AT_PROVIDER`.
+    /// `TRACKING`, P100's status as last read, `MISSING_AT_PROVIDER` or `RELEASED`.
     pub status: String,
     /// `none`, `held`, `settled` or `released`.
     pub hold_state: String,
@@ -109,10 +113,11 @@ pub async fn track(
     transfer_id: &str,
     amount: Decimal,
     currency: &str,
+    first_job: crate::intake::FirstJob,
 ) -> Result<SepaTransfer, Error> {
     let sql = format!(
-        "INSERT INTO sepa_transfers (owner_kind, external_user_id, transfer_id, amount, currency)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+        "INSERT INTO sepa_transfers (owner_kind, external_user_id, transfer_id, amount, currency, queued_at)
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END) RETURNING {COLUMNS}"
     );
     let t: SepaTransfer = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(owner.kind())
@@ -120,13 +125,15 @@ pub async fn track(
         .bind(transfer_id)
         .bind(amount)
         .bind(currency)
+        .bind(first_job.queued())
         .fetch_one(&mut *conn)
         .await?;
     place_hold(conn, &t).await?;
     event(conn, t.id, "TRACKING", Some("hold placed")).await?;
-    load_for_update(conn, t.id)
-        .await?
-        .ok_or_else(|| Error::Corrupt(format!("SEPA transfer {} vanished", t.id)))
+    Ok(SepaTransfer {
+        hold_state: "held".into(),
+        ..t
+    })
 }
 
 /// Places the hold of a transfer registered without one (an intake row). Idempotent.
@@ -163,6 +170,45 @@ pub async fn end_hold(
         .bind(hold_state)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Why a person's release was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Only transfers P100 does not know can be released by hand.
+    #[error("transfer {transfer_id} is {status}; only {MISSING} transfers can be released by hand")]
+    WrongStatus {
+        /// Which.
+        transfer_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Ledger(#[from] Error),
+}
+
+/// A person releases the hold of a transfer P100 never showed; it is no longer followed.
+pub async fn release(
+    conn: &mut PgConnection,
+    t: &SepaTransfer,
+    actor: &str,
+    note: &str,
+) -> Result<(), ReleaseError> {
+    if t.status != MISSING {
+        return Err(ReleaseError::WrongStatus {
+            transfer_id: t.transfer_id.clone(),
+            status: t.status.clone(),
+        });
+    }
+    end_hold(conn, t, "released", Utc::now()).await?;
+    let seen = Observation {
+        status: RELEASED.into(),
+        note: Some(format!("hold released by {actor}: {note}")),
+        ..Observation::default()
+    };
+    record(conn, t, &seen).await?;
     Ok(())
 }
 
@@ -243,14 +289,14 @@ pub async fn load_for_update(
         .await?)
 }
 
-/// One transfer by `transferId` (or local id).
-pub async fn find(db: impl PgExecutor<'_>, id: &str) -> Result<Option<SepaTransfer>, Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sepa_transfers WHERE transfer_id = $1 OR id::text = $1
-          ORDER BY (transfer_id = $1) DESC, id LIMIT 1"
-    );
+/// One transfer by P100's `transferId`.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    transfer_id: &str,
+) -> Result<Option<SepaTransfer>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM sepa_transfers WHERE transfer_id = $1");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
+        .bind(transfer_id)
         .fetch_optional(db)
         .await?)
 }
@@ -262,17 +308,6 @@ pub async fn list(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<SepaTransfe
         .bind(limit)
         .fetch_all(db)
         .await?)
-}
-
-/// The `transferId`s still followed, oldest first.
-pub async fn open(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT transfer_id FROM sepa_transfers
-          WHERE status NOT IN ('SUCCESSFUL', 'FAILED', 'MISSING_AT_PROVIDER') ORDER BY id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
 }
 
 /// The statuses a transfer went through: (status, note, at).

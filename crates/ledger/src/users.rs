@@ -5,12 +5,19 @@ use sqlx::PgExecutor;
 use crate::Error;
 
 /// Starts following users; returns how many were new.
-pub async fn track(db: impl PgExecutor<'_>, ids: &[String], source: &str) -> Result<u64, Error> {
+pub async fn track(
+    db: impl PgExecutor<'_>,
+    ids: &[String],
+    source: &str,
+    first_job: crate::intake::FirstJob,
+) -> Result<u64, Error> {
     let done = sqlx::query(
-        "INSERT INTO tracked_users (external_user_id, source) SELECT id, $2 FROM UNNEST($1::text[]) AS u(id) ON CONFLICT DO NOTHING",
+        "INSERT INTO tracked_users (external_user_id, source, queued_at)
+         SELECT id, $2, CASE WHEN $3 THEN now() END FROM UNNEST($1::text[]) AS u(id) ON CONFLICT DO NOTHING",
     )
     .bind(ids)
     .bind(source)
+    .bind(first_job.queued())
     .execute(db)
     .await?;
     Ok(done.rows_affected())

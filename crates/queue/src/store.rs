@@ -749,6 +749,36 @@ pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, JobState, i64
         .collect()
 }
 
+/// What needs attention in the queue, for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Jobs waiting for a retry.
+    pub failed: i64,
+    /// Jobs that ran out of attempts.
+    pub dead: i64,
+    /// Age in seconds of the oldest pending job that is due.
+    pub oldest_pending_age_seconds: i64,
+}
+
+/// Failed and dead jobs, and how long the oldest due job has waited.
+pub async fn backlog(db: impl PgExecutor<'_>) -> Result<Backlog, Error> {
+    let (failed, dead, oldest_pending_age_seconds) = sqlx::query_as(
+        r#"
+        SELECT count(*) FILTER (WHERE state = 'failed'),
+               count(*) FILTER (WHERE state = 'dead'),
+               COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now()))::bigint, 0)
+          FROM jobs WHERE state IN ('failed', 'dead', 'pending')
+        "#,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Backlog {
+        failed,
+        dead,
+        oldest_pending_age_seconds,
+    })
+}
+
 /// Records a schedule tick and enqueues its job, once across all replicas: the tick's row is
 /// the guard. Returns the job if this call enqueued it, `None` if another replica did.
 pub async fn enqueue_tick(

@@ -71,14 +71,6 @@ impl Class {
         .into_iter()
         .find(|c| c.as_str() == s)
     }
-
-    /// Whether the class is about an account rather than a transaction.
-    pub fn is_account_level(self) -> bool {
-        matches!(
-            self,
-            Class::BalanceMismatch | Class::UnknownAccount | Class::UnknownUser
-        )
-    }
 }
 
 /// An operation that moves an account but is not settled yet.
@@ -335,17 +327,30 @@ pub fn check_transactions(
 ) -> TxCheck {
     let mut out = TxCheck::default();
     let mut matched_rows: BTreeSet<(Option<String>, &str)> = BTreeSet::new();
+    // Rows by (owner, type, reference): each operation finds its rows without a scan.
+    let mut by_reference: BTreeMap<(&Option<String>, &str, &str), Vec<&ProviderRow>> =
+        BTreeMap::new();
+    for r in rows {
+        if let Some(reference) = &r.reference {
+            by_reference
+                .entry((&r.user, r.kind.as_str(), reference.as_str()))
+                .or_default()
+                .push(r);
+        }
+    }
     for op in ops {
-        out.examined.insert((op.user.clone(), op.key.clone()));
-        let candidates: Vec<&ProviderRow> = rows
-            .iter()
-            .filter(|r| {
-                r.user == op.user
-                    && r.kind == op.kind.row_type()
-                    && r.reference.as_deref() == Some(op.key.as_str())
-            })
-            .collect();
-        for r in &candidates {
+        let candidates: &[&ProviderRow] = by_reference
+            .get(&(&op.user, op.kind.row_type(), op.key.as_str()))
+            .map_or(&[], Vec::as_slice);
+        // A settled operation not yet in the history, within its grace, proves nothing
+        // either way: it is not examined (so nothing about it is resolved).
+        if !(candidates.is_empty()
+            && op.state == OpState::Settled
+            && age(now, op.since) <= rules.grace)
+        {
+            out.examined.insert((op.user.clone(), op.key.clone()));
+        }
+        for r in candidates {
             matched_rows.insert((r.user.clone(), r.id.as_str()));
         }
         // For an exchange the debit is the negative leg; a SEPA transfer has one row.

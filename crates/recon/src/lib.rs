@@ -1,6 +1,7 @@
-//! Reconciliation, pure: no database, no HTTP. Jobs load P100's balances and the ledger's
-//! figures, hand them to [`reconcile`], store what it finds, and render the report with
-//! [`report`]. Everything here is a function of its arguments, so it is tested by tables.
+//! Reconciliation, pure: no database, no HTTP. The `reconcile` job loads P100's balances and
+//! the ledger's figures, hands them to [`check`], stores what it finds; the `report` job fills
+//! the [`report`] model and writes it with [`render`]. Everything here is a function of its
+//! arguments, so it is tested by tables.
 
 #![warn(missing_docs)]
 

@@ -271,6 +271,32 @@ fn each_transaction_level_class_is_found_and_nothing_else() {
         !check.examined.contains(&(None, "p-ok".to_owned())),
         "matched rows are examined under their operation"
     );
+    assert!(
+        !check.examined.contains(&(None, "t-fresh".to_owned())),
+        "a settled operation within its grace and not yet at P100 proves nothing"
+    );
+}
+
+#[test]
+fn operations_match_only_their_own_owners_rows() {
+    // The same reference in a user's history does not satisfy the partner's transfer.
+    let mut users_row = row("p-u", "SEPA_TRANSFER", "COMPLETED", "-50", Some("t-1"));
+    users_row.user = Some("u-1".into());
+    let mut partners_op = op(OpKind::Sepa, "t-1", OpState::Settled, "50");
+    partners_op.since = at(5);
+    let check = check_transactions(&[users_row], &[partners_op], now(), TxRules::default());
+    let got: Vec<(Option<&str>, &str, &str)> = check
+        .findings
+        .iter()
+        .map(|f| (f.user.as_deref(), f.subject.as_str(), f.class.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (None, "t-1", "missing_at_provider"),
+            (Some("u-1"), "p-u", "missing_locally"),
+        ]
+    );
 }
 
 #[test]

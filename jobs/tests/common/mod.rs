@@ -1,0 +1,51 @@
+//! Set-up shared by the job tests: the built-in sandbox over real HTTP and a job context that
+//! talks to it and to the test's own database.
+
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use jobs::JobContext;
+use p100_sandbox::{RunningSandbox, Sandbox, Scenario, TxSpec};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+/// An exact decimal from its text.
+pub fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+/// A partner whose eur balance holds `amount` (one completed deposit).
+pub fn funded_partner(amount: &str) -> Scenario {
+    Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions: vec![TxSpec {
+                amount: dec(amount),
+                ..TxSpec::default()
+            }],
+            ..Default::default()
+        },
+        ..Scenario::default()
+    }
+}
+
+/// Serves `scenario` and builds a job context against it (no client-side rate limit to
+/// speak of).
+pub async fn start(pool: &PgPool, scenario: Scenario) -> (RunningSandbox, JobContext) {
+    let sandbox = Sandbox::from_scenario(scenario).spawn().await.unwrap();
+    let mut config = p100::Config::new(
+        sandbox.base_url().parse().unwrap(),
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::new(1000).unwrap();
+    let ctx = JobContext {
+        pool: pool.clone(),
+        p100: Some(p100::Client::new(config).unwrap()),
+        schedule: Arc::default(),
+        p100_health: Arc::default(),
+        report_dir: std::env::temp_dir(),
+    };
+    (sandbox, ctx)
+}
