@@ -481,6 +481,20 @@ pub enum BenchCommand {
     /// Generated P100 history synced into the ledger through the real client and job, against
     /// a raw COPY of the same rows into the same tables. Runs in a scratch database it drops.
     Ingest(BenchIngestArgs),
+    /// One full reconciliation of N accounts (P100 balances served by the sandbox without a
+    /// rate limit), against a raw GROUP BY over the same entries.
+    Reconcile(BenchReconcileArgs),
+}
+
+/// `bench reconcile` arguments.
+#[derive(Debug, Args)]
+pub struct BenchReconcileArgs {
+    /// (owner, currency) accounts: users × 4 currencies, plus the partner's.
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// `bench ingest` arguments.

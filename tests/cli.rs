@@ -451,3 +451,26 @@ async fn users_import_refuses_a_bad_file_whole_and_lists_what_it_tracks(pool: sq
         .unwrap();
     assert_eq!(polls, 2);
 }
+
+/// The benchmark commands run end to end at a small size and print their one JSON line (the
+/// figures themselves are measured with `bench …`, never asserted here).
+#[test]
+fn bench_reconcile_prints_its_figures_and_a_baseline() {
+    let url = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let (code, out, err) = run(bin()
+        .args(["bench", "reconcile", "--accounts", "200"])
+        .env("DATABASE_URL", url));
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(line["accounts"].as_u64().unwrap() >= 200, "{line}");
+    assert_eq!(
+        line["p100_calls"], 51,
+        "50 users and the partner, one read each: {line}"
+    );
+    for field in ["seconds", "baseline_seconds", "peak_rss_mb"] {
+        assert!(
+            line[field].as_f64().is_some_and(|x| x >= 0.0),
+            "{field}: {line}"
+        );
+    }
+}

@@ -95,6 +95,8 @@ pub struct RunSummary {
     pub discrepancies: i64,
     /// Discrepancies resolved because they match again.
     pub auto_resolved: u64,
+    /// P100 requests the run made.
+    pub p100_calls: u64,
     /// Whether it was complete.
     pub complete: bool,
 }
@@ -152,11 +154,19 @@ struct Read {
 /// The ledger's settled balances per owner (`None` = the partner) and currency.
 type LedgerBalances = HashMap<Option<String>, BTreeMap<String, Decimal>>;
 
-/// What comparing every account found.
+/// What comparing every account found. Only accounts that have an unresolved discrepancy are
+/// remembered as checked: memory stays proportional to the discrepancies, not the accounts.
 #[derive(Default)]
 struct Comparison {
     findings: Vec<Finding>,
+    /// Accounts with an unresolved account-level discrepancy, as (user, currency).
+    watched: BTreeSet<(Option<String>, String)>,
+    /// Those of them this run compared.
     checked: BTreeSet<(Option<String>, String)>,
+    /// Users with an unresolved `unknown_user` discrepancy.
+    watched_users: BTreeSet<String>,
+    /// Those of them P100 answered for.
+    answered_users: BTreeSet<String>,
     accounts: i64,
     matched: i64,
     matched_in_flight: i64,
@@ -178,8 +188,6 @@ async fn reconcile_run(
     if args.sync {
         sync_all(ctx, client, &owners, &mut tally).await;
     }
-    let reads = read_balances(ctx, client, &owners, &mut tally).await?;
-    let ledger = settled_balances(ctx, &reads).await?;
     let (rows, ops) = transactions_to_match(ctx, &owners, started).await?;
     let rules = TxRules {
         grace: args
@@ -191,7 +199,43 @@ async fn reconcile_run(
     };
     let tx_check = recon::check::check_transactions(&rows, &ops, Utc::now(), rules);
     let in_flight = recon::check::in_flight(&rows, &ops);
-    let mut comparison = compare(&reads, &ledger, &in_flight, &tx_check, &args.tolerance);
+    let existing = ledger::discrepancies::unresolved(&ctx.pool)
+        .await
+        .map_err(failed("loading unresolved discrepancies"))?;
+    let mut comparison = Comparison::default();
+    for d in &existing {
+        match (Class::parse(&d.class), &d.currency, &d.external_user_id) {
+            (Some(Class::BalanceMismatch | Class::UnknownAccount), Some(c), user) => {
+                comparison.watched.insert((user.clone(), c.clone()));
+            }
+            (Some(Class::UnknownUser), _, Some(user)) => {
+                comparison.watched_users.insert(user.clone());
+            }
+            _ => {}
+        }
+    }
+    // Owners stream through in batches: P100's balances of the next batch are read while this
+    // one is stored, loaded from the ledger and compared; only counters, totals and findings
+    // are kept.
+    let mut covered: Vec<Owner> = Vec::with_capacity(owners.len());
+    let (batches, mut fetched) = tokio::sync::mpsc::channel(1);
+    let fetcher = tokio::spawn(fetch_balances(client.clone(), owners, batches));
+    while let Some(answers) = fetched.recv().await {
+        let reads = record_reads(ctx, answers, &mut tally).await?;
+        let ledger = settled_balances(ctx, &reads).await?;
+        compare(
+            &mut comparison,
+            &reads,
+            &ledger,
+            &in_flight,
+            &tx_check,
+            &args.tolerance,
+        );
+        covered.extend(reads.into_iter().map(|r| r.owner));
+    }
+    fetcher
+        .await
+        .map_err(failed("reading balances (the reader stopped)"))?;
     comparison
         .findings
         .extend(tx_check.findings.iter().map(tx_finding));
@@ -207,9 +251,6 @@ async fn reconcile_run(
         .begin()
         .await
         .map_err(failed("opening the transaction"))?;
-    let existing = ledger::discrepancies::unresolved(&mut *tx)
-        .await
-        .map_err(failed("loading unresolved discrepancies"))?;
     let mut raised_ids = Vec::with_capacity(comparison.findings.len());
     for f in &comparison.findings {
         let (id, _) = crate::findings::raise(&mut tx, f, ACTOR, Some(run_id))
@@ -221,7 +262,6 @@ async fn reconcile_run(
         raised_ids.push(id);
     }
     let raised: BTreeSet<i64> = raised_ids.iter().copied().collect();
-    let read_owners: BTreeSet<Option<String>> = reads.iter().map(|r| owner_key(&r.owner)).collect();
     let resolvable: Vec<i64> = existing
         .iter()
         .filter(|d| !raised.contains(&d.id))
@@ -233,7 +273,9 @@ async fn reconcile_run(
                     comparison.checked.contains(&(user, c.clone()))
                 }
                 // P100 answered for the user (and it was not raised again above).
-                (Some(Class::UnknownUser), _, _) => read_owners.contains(&user),
+                (Some(Class::UnknownUser), _, _) => user
+                    .as_ref()
+                    .is_some_and(|u| comparison.answered_users.contains(u)),
                 // The transaction or operation was examined and nothing was found.
                 (Some(_), _, Some(subject)) => tx_check.examined.contains(&(user, subject.clone())),
                 _ => false,
@@ -292,7 +334,6 @@ async fn reconcile_run(
             .await
             .map_err(|e| format!("queueing the report of run {run_id}: {e}"))?;
     }
-    let mut covered: Vec<Owner> = reads.into_iter().map(|r| r.owner).collect();
     covered.extend(tally.unknown.iter().cloned().map(Owner::User));
     ledger::reconciliation::mark_reconciled(&mut *tx, &covered, started)
         .await
@@ -307,6 +348,7 @@ async fn reconcile_run(
         matched_in_flight: comparison.matched_in_flight,
         discrepancies: raised_ids.len() as i64,
         auto_resolved,
+        p100_calls: tally.calls,
         complete,
     })
 }
@@ -354,73 +396,92 @@ async fn sync_all(ctx: &JobContext, client: &p100::Client, owners: &[Owner], tal
     }
 }
 
-/// Reads the owners' balances in concurrent batches and stores them as snapshots.
-async fn read_balances(
-    ctx: &JobContext,
-    client: &p100::Client,
-    owners: &[Owner],
-    tally: &mut Tally,
-) -> Result<Vec<Read>, String> {
-    let mut reads = Vec::with_capacity(owners.len());
+/// One owner's answer to a balance read, with its time.
+type Answer = (
+    Owner,
+    DateTime<Utc>,
+    Result<p100::model::Balances, p100::Error>,
+);
+
+/// Reads the owners' balances, a batch at a time with up to `CONCURRENCY` requests in flight,
+/// handing each batch on; stops when the receiver is gone.
+async fn fetch_balances(
+    client: p100::Client,
+    owners: Vec<Owner>,
+    batches: tokio::sync::mpsc::Sender<Vec<Answer>>,
+) {
     for chunk in owners.chunks(BATCH) {
-        let answers: Vec<_> = futures::stream::iter(chunk.iter().cloned())
-            .map(|owner| async move {
-                let answer = client.balances(&crate::balances::scope_of(&owner)).await;
-                (owner, Utc::now(), answer)
+        let answers: Vec<Answer> = futures::stream::iter(chunk.iter().cloned())
+            .map(|owner| {
+                let client = &client;
+                async move {
+                    let answer = client.balances(&crate::balances::scope_of(&owner)).await;
+                    (owner, Utc::now(), answer)
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let first = reads.len();
-        for (owner, at, answer) in answers {
-            tally.calls += 1;
-            match answer {
-                Ok(balances) => reads.push(Read {
-                    balances: crate::balances::to_snapshots(&owner, &balances, at),
-                    owner,
-                    at,
-                }),
-                Err(e) if e.code() == Some("P412") => {
-                    tally
-                        .unknown
-                        .extend(owner.external_user_id().map(str::to_owned));
-                }
-                Err(e) => tally
-                    .reasons
-                    .push(format!("balances of {owner} could not be read: {e}")),
-            }
+        if batches.send(answers).await.is_err() {
+            return;
         }
-        let snapshots: Vec<_> = reads[first..]
-            .iter()
-            .flat_map(|r| r.balances.iter().cloned())
-            .collect();
-        ledger::snapshots::insert_provider_balances(&ctx.pool, &snapshots)
-            .await
-            .map_err(failed(format!(
-                "storing {} balance snapshots",
-                snapshots.len()
-            )))?;
     }
+}
+
+/// Records a batch of answers: balances become reads (stored as snapshots), P412s unknown
+/// users, other errors reasons the run is incomplete.
+async fn record_reads(
+    ctx: &JobContext,
+    answers: Vec<Answer>,
+    tally: &mut Tally,
+) -> Result<Vec<Read>, String> {
+    let mut reads = Vec::with_capacity(answers.len());
+    for (owner, at, answer) in answers {
+        tally.calls += 1;
+        match answer {
+            Ok(balances) => reads.push(Read {
+                balances: crate::balances::to_snapshots(&owner, &balances, at),
+                owner,
+                at,
+            }),
+            Err(e) if e.code() == Some("P412") => {
+                tally
+                    .unknown
+                    .extend(owner.external_user_id().map(str::to_owned));
+            }
+            Err(e) => tally
+                .reasons
+                .push(format!("balances of {owner} could not be read: {e}")),
+        }
+    }
+    let snapshots: Vec<_> = reads
+        .iter()
+        .flat_map(|r| r.balances.iter().cloned())
+        .collect();
+    ledger::snapshots::insert_provider_balances(&ctx.pool, &snapshots)
+        .await
+        .map_err(failed(format!(
+            "storing {} balance snapshots",
+            snapshots.len()
+        )))?;
     Ok(reads)
 }
 
-/// The ledger's settled balances of every owner read, each at its own cut-off.
+/// The ledger's settled balances of a batch of owners, each at its own cut-off.
 async fn settled_balances(ctx: &JobContext, reads: &[Read]) -> Result<LedgerBalances, String> {
-    let mut out = LedgerBalances::new();
     let owners: Vec<(Owner, DateTime<Utc>)> =
         reads.iter().map(|r| (r.owner.clone(), r.at)).collect();
-    for chunk in owners.chunks(BATCH * 4) {
-        let rows = ledger::reconciliation::settled_balances(&ctx.pool, chunk)
-            .await
-            .map_err(failed(format!(
-                "loading the ledger's balances of {} owners",
-                chunk.len()
-            )))?;
-        for b in rows {
-            out.entry(b.external_user_id)
-                .or_default()
-                .insert(b.currency, b.balance);
-        }
+    let rows = ledger::reconciliation::settled_balances(&ctx.pool, &owners)
+        .await
+        .map_err(failed(format!(
+            "loading the ledger's balances of {} owners",
+            owners.len()
+        )))?;
+    let mut out = LedgerBalances::new();
+    for b in rows {
+        out.entry(b.external_user_id)
+            .or_default()
+            .insert(b.currency, b.balance);
     }
     Ok(out)
 }
@@ -480,17 +541,22 @@ async fn transactions_to_match(
 
 /// Compares every account read with the ledger.
 fn compare(
+    out: &mut Comparison,
     reads: &[Read],
     ledger: &LedgerBalances,
     in_flight: &BTreeMap<(Option<String>, String), Vec<recon::check::InFlight>>,
     tx_check: &recon::check::TxCheck,
     tolerance: &BTreeMap<String, Decimal>,
-) -> Comparison {
-    let mut out = Comparison::default();
+) {
     let empty = BTreeMap::new();
     for read in reads {
         out.cutoff = out.cutoff.max(Some(read.at));
         let key = owner_key(&read.owner);
+        if let Some(user) = read.owner.external_user_id()
+            && out.watched_users.contains(user)
+        {
+            out.answered_users.insert(user.to_owned());
+        }
         let ours = ledger.get(&key).unwrap_or(&empty);
         let mut currencies: BTreeSet<&str> =
             read.balances.iter().map(|b| b.currency.as_str()).collect();
@@ -559,10 +625,11 @@ fn compare(
                     });
                 }
             }
-            out.checked.insert(slot);
+            if out.watched.contains(&slot) {
+                out.checked.insert(slot);
+            }
         }
     }
-    out
 }
 
 fn unknown_user(id: &str) -> Finding {

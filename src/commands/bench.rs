@@ -24,6 +24,7 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
     match command {
         BenchCommand::Queue(args) => queue_bench(settings, args).await,
         BenchCommand::Ingest(args) => ingest_bench(settings, args).await,
+        BenchCommand::Reconcile(args) => super::bench_reconcile::run(settings, args).await,
     }
 }
 
@@ -219,7 +220,7 @@ async fn cleanup(pool: &ledger::PgPool) -> anyhow::Result<()> {
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MB.
-fn peak_rss_mb() -> Option<f64> {
+pub(super) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -231,7 +232,25 @@ async fn ingest_bench(settings: &Settings, args: BenchIngestArgs) -> anyhow::Res
         return Err(UsageError("--transactions must be at least 1".into()).into());
     }
     let url = settings.require_database_url().map_err(UsageError::from)?;
-    // The ledger is append-only, so the benchmark works in a scratch database it drops.
+    let line = in_scratch_database(
+        url,
+        |scratch| async move { ingest_in(&scratch, &args).await },
+    )
+    .await?;
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` against a scratch database it creates and drops: the ledger is append-only,
+/// so a benchmark cannot clean up after itself otherwise.
+pub(super) async fn in_scratch_database<F, Fut>(
+    url: &str,
+    work: F,
+) -> anyhow::Result<serde_json::Value>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<serde_json::Value>>,
+{
     let admin = crate::db::connect(url, 1).await?;
     let scratch = format!("p100_recon_bench_{}", std::process::id());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {scratch}")))
@@ -239,15 +258,13 @@ async fn ingest_bench(settings: &Settings, args: BenchIngestArgs) -> anyhow::Res
         .await?;
     let mut scratch_url = url::Url::parse(url)?;
     scratch_url.set_path(&scratch);
-    let result = ingest_in(scratch_url.as_str(), &args).await;
+    let result = work(scratch_url.to_string()).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"
     )))
     .execute(&admin)
     .await?;
-    let line = result?;
-    println!("{line}");
-    Ok(ExitCode::SUCCESS)
+    result
 }
 
 async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_json::Value> {

@@ -72,7 +72,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultKind, FaultStatus};
-pub use generator::GeneratorConfig;
+pub use generator::{GeneratorConfig, user_id as generated_user_id};
 pub use scenario::{
     DriftSpec, ErrorSpec, ExchangeConfig, KycSpec, KycStep, PartnerSpec, Scenario, ScenarioError,
     SepaConfig, SepaSpec, TxSpec, TxStep, UserSpec,
