@@ -484,6 +484,28 @@ pub enum BenchCommand {
     /// One full reconciliation of N accounts (P100 balances served by the sandbox without a
     /// rate limit), against a raw GROUP BY over the same entries.
     Reconcile(BenchReconcileArgs),
+    /// One full cycle (every history synced, one reconciliation, the report) of N generated
+    /// users through K daemon processes against the sandbox limited to R requests per second,
+    /// against the lower bound of P100 calls (SPEC §9.1). Runs in a scratch database it drops.
+    Cycle(BenchCycleArgs),
+}
+
+/// `bench cycle` arguments.
+#[derive(Debug, Args)]
+pub struct BenchCycleArgs {
+    /// Generated users (1–3 currencies each, histories of 0–60 rows, 1 in 97 over 150).
+    #[arg(long, default_value_t = 2_000)]
+    pub users: usize,
+    /// The sandbox's rate limit, requests per second (the deployment's P100_MAX_RPS).
+    #[arg(long, default_value_t = 200)]
+    pub rps: u32,
+    /// Daemon processes on the one database; each gets rps / replicas until the budget is
+    /// shared deployment-wide.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// `bench reconcile` arguments.
@@ -560,6 +582,10 @@ pub struct SandboxArgs {
     /// Generator seed (with --generate-users).
     #[arg(long, default_value_t = 42, requires = "generate_users")]
     pub seed: u64,
+    /// Admit at most R requests per second, answering 429 with `Retry-After: 1` above it, as
+    /// a P100 that enforces a rate limit would.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: Option<u32>,
 }
 
 /// `balances` arguments.

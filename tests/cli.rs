@@ -474,3 +474,29 @@ fn bench_reconcile_prints_its_figures_and_a_baseline() {
         );
     }
 }
+
+#[test]
+fn bench_cycle_runs_a_whole_cycle_through_a_daemon_and_finds_exactly_the_designed_drifts() {
+    let url = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let (code, out, err) = run(bin()
+        .args(["bench", "cycle", "--users", "120", "--rps", "400"])
+        .env("DATABASE_URL", url));
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["users"], 120, "{line}");
+    assert_eq!(
+        line["exact"], true,
+        "only the designed drifts are found: {line}"
+    );
+    assert_eq!(line["discrepancies_designed"], 2, "{line}");
+    assert_eq!(line["deadlocks"], 0, "{line}");
+    assert_eq!(line["http429"], 0, "{line}");
+    // Every owner needs one balance read and its history pages; nothing is read twice.
+    assert_eq!(line["calls"], line["lower_bound_calls"], "{line}");
+    for field in ["utilisation", "wall_s", "wall_ratio", "peak_rss_mb"] {
+        assert!(
+            line[field].as_f64().is_some_and(|x| x > 0.0),
+            "{field}: {line}"
+        );
+    }
+}

@@ -231,22 +231,38 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
                             rust_decimal::Decimal::ZERO,
                         ),
                     ];
+                    // The owner's lock first: a history sync of the same owner either
+                    // committed its rows of these legs already (then they stand for them and
+                    // nothing is posted here) or waits and adopts these postings.
+                    let mut tx = ctx.pool.begin().await?;
+                    ledger::owner_lock::acquire(&mut tx, &owner).await?;
                     let mut postings = Vec::new();
                     for l in &legs {
-                        match crate::mapping::to_posting(
+                        let debit = l.amount.is_sign_negative();
+                        if ledger::provider::row_posted_for(
+                            &mut *tx,
                             &owner,
-                            l,
-                            crate::mapping::posting_key(&owner, l),
-                        ) {
+                            "EXCHANGE",
+                            &ex.lock_id,
+                            debit,
+                        )
+                        .await?
+                        {
+                            continue;
+                        }
+                        let Some(key) = crate::mapping::local_operation_key(&owner, l) else {
+                            continue;
+                        };
+                        match crate::mapping::to_posting(&owner, l, key) {
                             Ok(Some(p)) => postings.push(p),
                             Ok(None) => {}
                             Err(e) => {
+                                drop(tx);
                                 set(ctx, &ex, "NEEDS_REVIEW", None, Some(&e.to_string())).await?;
                                 return Ok(Outcome::done());
                             }
                         }
                     }
-                    let mut tx = ctx.pool.begin().await?;
                     ledger::postings::post(&mut tx, &postings).await?;
                     ledger::exchanges::transition(&mut tx, ex.id, "COMPLETED", None, None).await?;
                     tx.commit().await?;

@@ -20,15 +20,33 @@ pub fn counter_kind(kind: &str) -> Option<AccountKind> {
     })
 }
 
-/// The idempotency key of a transaction's posting. Exchange legs are keyed by their lock and
-/// side, so the leg posted by `exchange_finalize` (from P100's details) and the same leg seen
-/// later in the history are one posting, whichever arrives first; SEPA transfers likewise by
-/// their `transferId`, shared with `sepa_status`.
-pub fn posting_key(owner: &Owner, tx: &ObservedTx) -> String {
-    let who = match owner {
+fn who(owner: &Owner) -> String {
+    match owner {
         Owner::Partner => "partner".to_owned(),
         Owner::User(id) => format!("user:{id}"),
-    };
+    }
+}
+
+/// The idempotency key of the first posting of a history row: by P100's id, so two rows
+/// that share a reference (a SEPA debit and its return, two rows of one lock) never collapse
+/// into one posting.
+pub fn row_key(owner: &Owner, provider_tx_id: &str) -> String {
+    format!("p100:{}:{provider_tx_id}", who(owner))
+}
+
+/// The key of a later posting of the same row (after a reversal, or a correction of its
+/// figures): one per version, so replaying a page writes nothing new.
+pub fn version_key(owner: &Owner, tx: &ObservedTx) -> String {
+    let version = tx.payload_hash.get(..16).unwrap_or(&tx.payload_hash);
+    format!("{}:{version}", row_key(owner, &tx.provider_tx_id))
+}
+
+/// The key under which a local operation posts the movement this row reports, if any: an
+/// exchange leg by its lock and side (posted by `exchange_finalize` from P100's details), an
+/// outgoing SEPA transfer by its `transferId` (posted by `sepa_status`). A history row of that
+/// movement adopts the local posting instead of posting it again.
+pub fn local_operation_key(owner: &Owner, tx: &ObservedTx) -> Option<String> {
+    let who = who(owner);
     match (&tx.kind[..], &tx.reference) {
         ("EXCHANGE", Some(lock)) => {
             let side = if tx.amount.is_sign_negative() {
@@ -36,10 +54,12 @@ pub fn posting_key(owner: &Owner, tx: &ObservedTx) -> String {
             } else {
                 "to"
             };
-            format!("exchange:{who}:{lock}:{side}")
+            Some(format!("exchange:{who}:{lock}:{side}"))
         }
-        ("SEPA_TRANSFER", Some(transfer)) => format!("sepa:{who}:{transfer}"),
-        _ => format!("p100:{who}:{}", tx.provider_tx_id),
+        ("SEPA_TRANSFER", Some(transfer)) if tx.amount.is_sign_negative() => {
+            Some(format!("sepa:{who}:{transfer}"))
+        }
+        _ => None,
     }
 }
 

@@ -21,8 +21,11 @@ pub struct KindLimits {
     pub timeout: Duration,
     /// Attempts before the job goes dead.
     pub max_attempts: u32,
-    /// Jobs of this kind one process runs at once.
+    /// Jobs of this kind one process runs at once (with `from_budget`, the floor until the
+    /// daemon sizes it from the P100 budget).
     pub concurrency: usize,
+    /// Sized at start from `P100_MAX_RPS` and P100's latency (`concurrency = "budget"`).
+    pub from_budget: bool,
     /// Times a job may be deferred (429) without spending an attempt.
     pub max_deferrals: u32,
     /// Delay after the first failed attempt; doubles with each further failure.
@@ -37,6 +40,7 @@ impl Default for KindLimits {
             timeout: Duration::from_secs(300),
             max_attempts: 5,
             concurrency: 4,
+            from_budget: false,
             max_deferrals: 20,
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(3600),
@@ -108,6 +112,19 @@ impl ScheduleFile {
             .unwrap_or_else(|| kind.default_limits())
     }
 
+    /// Sizes the kinds marked `concurrency = "budget"` for a P100 budget of `max_rps` requests a
+    /// second and P100's observed `latency`: enough jobs in flight to keep the budget busy
+    /// (see [`budget_concurrency`]), never fewer than the kind's floor.
+    pub fn size_by_budget(&mut self, max_rps: u32, latency: Duration) {
+        for kind in Kind::ALL.iter().copied() {
+            let mut limits = self.limits(kind);
+            if limits.from_budget {
+                limits.concurrency = budget_concurrency(max_rps, latency).max(limits.concurrency);
+                self.kinds.insert(kind, limits);
+            }
+        }
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<ScheduleFile, ScheduleError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -158,7 +175,21 @@ impl ScheduleFile {
             let limits = KindLimits {
                 timeout: duration("timeout", raw_limits.timeout, defaults.timeout)?,
                 max_attempts: raw_limits.max_attempts.unwrap_or(defaults.max_attempts),
-                concurrency: raw_limits.concurrency.unwrap_or(defaults.concurrency),
+                concurrency: match &raw_limits.concurrency {
+                    Some(RawConcurrency::Fixed(n)) => *n,
+                    _ => defaults.concurrency,
+                },
+                from_budget: match &raw_limits.concurrency {
+                    None => defaults.from_budget,
+                    Some(RawConcurrency::Fixed(_)) => false,
+                    Some(RawConcurrency::Word(w)) if w == "budget" => true,
+                    Some(RawConcurrency::Word(w)) => {
+                        return Err(ScheduleError(format!(
+                            "{name}{}: kinds.{kind_name}.concurrency: {w:?} is neither a number nor \"budget\"",
+                            line_of(&format!("[kinds.{kind_name}]"))
+                        )));
+                    }
+                },
                 max_deferrals: raw_limits.max_deferrals.unwrap_or(defaults.max_deferrals),
                 backoff_base: duration(
                     "backoff_base",
@@ -240,10 +271,17 @@ struct RawFile {
 struct RawLimits {
     timeout: Option<String>,
     max_attempts: Option<u32>,
-    concurrency: Option<usize>,
+    concurrency: Option<RawConcurrency>,
     max_deferrals: Option<u32>,
     backoff_base: Option<String>,
     backoff_max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawConcurrency {
+    Fixed(usize),
+    Word(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +292,20 @@ struct RawSchedule {
     timezone: Option<String>,
     kind: String,
     args: Option<serde_json::Value>,
+}
+
+/// Time a history page costs besides P100's answer: planning and committing it (measured by
+/// `bench ingest`: ~10k rows/s, so ~10 ms per 100-row page; doubled for a loaded database).
+const PAGE_APPLY: Duration = Duration::from_millis(20);
+
+/// Jobs that must be in flight so that sequential page reads keep a budget of `max_rps` busy:
+/// each job issues one request per `latency + PAGE_APPLY`, so `max_rps × (latency +
+/// PAGE_APPLY)` jobs saturate the budget (Little's law); twice that absorbs latency spikes and
+/// jobs between pages. The rate limiter, not this number, keeps the requests under the budget.
+pub fn budget_concurrency(max_rps: u32, latency: Duration) -> usize {
+    let per_job = (latency + PAGE_APPLY).as_secs_f64();
+    let needed = (f64::from(max_rps) * per_job * 2.0).ceil() as usize;
+    needed.clamp(1, 512)
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`.
@@ -339,5 +391,37 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn budget_sized_concurrency_follows_the_rate_and_the_latency() {
+        let file = ScheduleFile::parse(
+            "[kinds.tx_sync]\nconcurrency = \"budget\"\n[kinds.kyc_poll]\nconcurrency = 3\n",
+            "s",
+        )
+        .unwrap();
+        let mut sized = file.clone();
+        sized.size_by_budget(200, Duration::from_millis(80));
+        // 200 requests/s × (80 ms + 20 ms) × 2 = 40 jobs in flight.
+        assert_eq!(sized.limits(Kind::TxSync).concurrency, 40);
+        assert_eq!(
+            sized.limits(Kind::KycPoll).concurrency,
+            3,
+            "fixed stays fixed"
+        );
+        let mut slow = file.clone();
+        slow.size_by_budget(10, Duration::from_millis(500));
+        assert_eq!(slow.limits(Kind::TxSync).concurrency, 11);
+        let mut tiny = file;
+        tiny.size_by_budget(1, Duration::from_millis(1));
+        assert_eq!(
+            tiny.limits(Kind::TxSync).concurrency,
+            4,
+            "never below the floor"
+        );
+        let err = ScheduleFile::parse("[kinds.tx_sync]\nconcurrency = \"lots\"\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither a number nor \"budget\""), "{err}");
     }
 }

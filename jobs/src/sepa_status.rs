@@ -85,6 +85,7 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
     if found.hold_state == "none" {
         // An intake row: the hold is placed by its first run.
         let mut tx = ctx.pool.begin().await?;
+        ledger::owner_lock::acquire(&mut tx, &found.owner()?).await?;
         if let Some(t) = ledger::sepa::load_for_update(&mut tx, found.id).await? {
             ledger::sepa::place_hold(&mut tx, &t).await?;
         }
@@ -99,6 +100,8 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
     let answer = client.sepa_transfer(&found.transfer_id).await;
     // The row lock serialises two runs of the same transfer; the second sees the first's work.
     let mut tx = ctx.pool.begin().await?;
+    // The owner's write lock before the transfer's row lock: the one order every writer uses.
+    ledger::owner_lock::acquire(&mut tx, &found.owner()?).await?;
     let Some(t) = ledger::sepa::load_for_update(&mut tx, found.id).await? else {
         return Ok(Outcome::dead(format!(
             "SEPA transfer {} vanished",
@@ -205,13 +208,22 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 payload: serde_json::Value::Null,
                 payload_hash: String::new(),
             };
-            let key = crate::mapping::posting_key(&owner, &movement);
-            match crate::mapping::to_posting(&owner, &movement, key) {
-                Ok(Some(p)) => {
+            // A history sync that already posted this transfer's row stands for it.
+            let synced = ledger::provider::row_posted_for(
+                &mut *tx,
+                &owner,
+                "SEPA_TRANSFER",
+                &t.transfer_id,
+                true,
+            )
+            .await?;
+            let key = crate::mapping::local_operation_key(&owner, &movement);
+            match key.map(|key| crate::mapping::to_posting(&owner, &movement, key)) {
+                Some(Ok(Some(p))) if !synced => {
                     ledger::postings::post(&mut tx, &[p]).await?;
                 }
-                Ok(None) => {}
-                Err(e) => return Ok(Outcome::dead(e.to_string())),
+                Some(Err(e)) => return Ok(Outcome::dead(e.to_string())),
+                _ => {}
             }
             if let Some(finding) = mismatch(&t, &owner, details.amount, details.currency.as_str()) {
                 crate::findings::raise(&mut tx, &finding, ACTOR, None).await?;

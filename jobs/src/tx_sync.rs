@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ledger::Owner;
 use ledger::postings::NewPosting;
-use ledger::provider::{LedgerState, ObservedTx, StoredTx, TxChange};
+use ledger::provider::{LedgerState, ObservedTx, Posted, StoredTx, TxChange, UndecodableRow};
 use p100::HistoryQuery;
 use queue::Outcome;
 use serde::{Deserialize, Serialize};
@@ -96,11 +96,35 @@ fn raise(flags: &mut Vec<String>, flag: &str) {
     }
 }
 
-/// Decides what a page changes, given what is stored. Rows are taken in page order; a row
-/// older than the stored version (by `updatedAt`) never rolls it back.
+/// The figures of a version in the terms a posting records them.
+fn figures_of(key: String, tx: &ObservedTx) -> Posted {
+    Posted {
+        key,
+        amount: tx.amount,
+        fee: tx.fee,
+        currency: tx.currency.clone(),
+    }
+}
+
+fn same_figures(posted: &Posted, tx: &ObservedTx) -> bool {
+    posted.amount == tx.amount && posted.fee == tx.fee && posted.currency == tx.currency
+}
+
+/// What the ledger holds for a row after one version is planned.
+struct RowLedger {
+    state: LedgerState,
+    posted: Option<Posted>,
+}
+
+/// Decides what a page changes, given what is stored and the local postings a row may adopt.
+/// Rows are taken in page order; a row older than the stored version (by `updatedAt`) never
+/// rolls it back. What was posted for a row is recorded with it, so a reversal undoes exactly
+/// that posting, and a change of amount, fee or currency of a settled row is a reversal plus
+/// a new posting.
 pub fn plan_page(
     owner: &Owner,
     stored: &HashMap<String, StoredTx>,
+    mut adoptable: HashMap<String, Posted>,
     page: Vec<ObservedTx>,
 ) -> PagePlan {
     let mut plan = PagePlan::default();
@@ -133,80 +157,165 @@ pub fn plan_page(
         if change == "payload_change" {
             raise(&mut flags, "payload_changed");
         }
-        let key = mapping::posting_key(owner, &tx);
-        let repost_key = format!("{key}:repost");
-        let reposted = flags.iter().any(|f| f == "reposted");
-        let state_before = previous
-            .as_ref()
-            .map_or(LedgerState::None, |p| p.ledger_state);
-        let state = match (tx.status.as_str(), state_before) {
-            ("COMPLETED", LedgerState::None) => {
-                match mapping::to_posting(owner, &tx, key.clone()) {
-                    Ok(Some(posting)) => {
-                        plan.postings.push(posting);
-                        LedgerState::Posted
-                    }
-                    Ok(None) => LedgerState::None,
-                    Err(_) => {
-                        raise(&mut flags, "unpostable");
-                        LedgerState::None
-                    }
-                }
-            }
-            // Completed again after a reversal: once, under its own key; later flips are flagged.
-            ("COMPLETED", LedgerState::Reversed) if !reposted => {
-                match mapping::to_posting(owner, &tx, repost_key.clone()) {
-                    Ok(Some(posting)) => {
-                        plan.postings.push(posting);
-                        raise(&mut flags, "reposted");
-                        LedgerState::Posted
-                    }
-                    _ => LedgerState::Reversed,
-                }
-            }
-            ("COMPLETED", LedgerState::Reversed) => {
-                raise(&mut flags, "status_flips");
-                LedgerState::Reversed
-            }
-            ("PENDING" | "FAILED", LedgerState::Posted) => {
-                let original = if reposted {
-                    repost_key.clone()
-                } else {
-                    key.clone()
-                };
-                plan.reversals.push((
-                    original.clone(),
-                    format!("{original}:reversal"),
-                    tx.updated_at,
-                ));
-                LedgerState::Reversed
-            }
-            (_, state) => state,
+        let before = RowLedger {
+            state: previous
+                .as_ref()
+                .map_or(LedgerState::None, |p| p.ledger_state),
+            posted: previous.as_ref().and_then(|p| p.posted.clone()),
         };
+        let after = plan_row(owner, &tx, before, &mut adoptable, &mut flags, &mut plan);
         working.insert(
             tx.provider_tx_id.clone(),
             StoredTx {
                 status: tx.status.clone(),
                 updated_at: tx.updated_at,
                 payload_hash: tx.payload_hash.clone(),
-                ledger_state: state,
+                ledger_state: after.state,
                 flags: flags.clone(),
+                posted: after.posted.clone(),
             },
         );
         plan.changes.push(TxChange {
             tx,
             change,
-            ledger_state: state,
+            ledger_state: after.state,
             flags,
+            posted: after.posted,
         });
     }
     plan
 }
 
+/// The ledger side of one new version of a row.
+fn plan_row(
+    owner: &Owner,
+    tx: &ObservedTx,
+    before: RowLedger,
+    adoptable: &mut HashMap<String, Posted>,
+    flags: &mut Vec<String>,
+    plan: &mut PagePlan,
+) -> RowLedger {
+    match (tx.status.as_str(), before.state, &before.posted) {
+        // Settled and already posted with these figures: nothing to do.
+        ("COMPLETED", LedgerState::Posted, Some(posted)) if same_figures(posted, tx) => before,
+        // Settled, posted with other figures: a correction.
+        ("COMPLETED", LedgerState::Posted, Some(posted)) => {
+            let posted = posted.clone();
+            correct(owner, tx, posted, flags, plan)
+        }
+        ("COMPLETED", _, _) => {
+            // A local operation may have posted this movement already: stand for it.
+            let local = mapping::local_operation_key(owner, tx)
+                .and_then(|key| adoptable.remove(&key))
+                .filter(|_| before.posted.is_none());
+            match local {
+                Some(posted) if same_figures(&posted, tx) => RowLedger {
+                    state: LedgerState::Posted,
+                    posted: Some(posted),
+                },
+                Some(posted) => correct(owner, tx, posted, flags, plan),
+                None => {
+                    let key = if before.posted.is_none() {
+                        mapping::row_key(owner, &tx.provider_tx_id)
+                    } else {
+                        raise(flags, "reposted");
+                        mapping::version_key(owner, tx)
+                    };
+                    let after = post_version(owner, tx, key, flags, plan);
+                    if after.state == LedgerState::None {
+                        // Nothing was posted for this version: keep what stood before.
+                        before
+                    } else {
+                        after
+                    }
+                }
+            }
+        }
+        // No longer settled: undo exactly what was posted.
+        ("PENDING" | "FAILED", LedgerState::Posted, Some(posted)) => {
+            reverse(plan, tx, posted);
+            RowLedger {
+                state: LedgerState::Reversed,
+                posted: before.posted,
+            }
+        }
+        // A status we do not know on a posted row: we cannot tell whether the money moved.
+        // Keep the posting and say so.
+        (status, LedgerState::Posted, _) if !KNOWN_STATUSES.contains(&status) => {
+            raise(flags, "unknown_status_on_posted");
+            before
+        }
+        _ => before,
+    }
+}
+
+fn reverse(plan: &mut PagePlan, tx: &ObservedTx, posted: &Posted) {
+    plan.reversals.push((
+        posted.key.clone(),
+        format!("{}:reversal", posted.key),
+        tx.updated_at,
+    ));
+}
+
+/// A settled row whose posting holds other figures than the new version: the old posting is
+/// reversed and the version posted under its own key.
+fn correct(
+    owner: &Owner,
+    tx: &ObservedTx,
+    old: Posted,
+    flags: &mut Vec<String>,
+    plan: &mut PagePlan,
+) -> RowLedger {
+    raise(flags, "corrected");
+    reverse(plan, tx, &old);
+    let after = post_version(owner, tx, mapping::version_key(owner, tx), flags, plan);
+    if after.state == LedgerState::None {
+        RowLedger {
+            state: LedgerState::Reversed,
+            posted: Some(old),
+        }
+    } else {
+        after
+    }
+}
+
+fn post_version(
+    owner: &Owner,
+    tx: &ObservedTx,
+    key: String,
+    flags: &mut Vec<String>,
+    plan: &mut PagePlan,
+) -> RowLedger {
+    match mapping::to_posting(owner, tx, key.clone()) {
+        Ok(Some(posting)) => {
+            plan.postings.push(posting);
+            RowLedger {
+                state: LedgerState::Posted,
+                posted: Some(figures_of(key, tx)),
+            }
+        }
+        Ok(None) => RowLedger {
+            state: LedgerState::None,
+            posted: None,
+        },
+        Err(_) => {
+            raise(flags, "unpostable");
+            RowLedger {
+                state: LedgerState::None,
+                posted: None,
+            }
+        }
+    }
+}
+
+fn hash_hex(payload: &serde_json::Value) -> String {
+    let hash = Sha256::digest(payload.to_string().as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Converts P100's row into the ledger's plain form, with a hash of its canonical JSON.
 pub fn observe(t: &p100::model::Transaction) -> ObservedTx {
     let payload = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
-    let hash = Sha256::digest(payload.to_string().as_bytes());
     ObservedTx {
         provider_tx_id: t.id.clone(),
         kind: t.kind.as_str().to_owned(),
@@ -218,23 +327,43 @@ pub fn observe(t: &p100::model::Transaction) -> ObservedTx {
         exchange_id: t.exchange_id.clone(),
         created_at: t.created_at,
         updated_at: t.updated_at,
+        payload_hash: hash_hex(&payload),
         payload,
-        payload_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
 
-/// Applies one page in one database transaction, cursor included.
+/// Keeps a row P100 sent that is not a valid transaction, with the reason.
+pub fn observe_undecodable(row: &p100::model::UndecodableTransaction) -> UndecodableRow {
+    UndecodableRow {
+        provider_tx_id: row.id.clone(),
+        payload: row.raw.clone(),
+        payload_hash: hash_hex(&row.raw),
+        error: row.error.chars().take(500).collect(),
+    }
+}
+
+/// Applies one page in one database transaction, cursor included. The owner's write lock is
+/// taken first, so a second writer of the same owner (another sync, a SEPA settlement, an
+/// exchange posting) waits and then plans against what this one committed.
 pub async fn apply_page(
     pool: &ledger::PgPool,
     owner: &Owner,
     page: Vec<ObservedTx>,
+    undecodable: Vec<UndecodableRow>,
 ) -> Result<PageStats, ledger::Error> {
     let mut tx = pool.begin().await?;
+    ledger::owner_lock::acquire(&mut tx, owner).await?;
     let ids: Vec<String> = page.iter().map(|t| t.provider_tx_id.clone()).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let stored = ledger::provider::load_for_update(&mut tx, owner, &id_refs).await?;
-    let rows = page.len();
-    let plan = plan_page(owner, &stored, page);
+    let local_keys: Vec<String> = page
+        .iter()
+        .filter(|t| t.status == "COMPLETED")
+        .filter_map(|t| mapping::local_operation_key(owner, t))
+        .collect();
+    let adoptable = ledger::provider::adoptable_postings(&mut tx, &local_keys).await?;
+    let rows = page.len() + undecodable.len();
+    let plan = plan_page(owner, &stored, adoptable, page);
     // An upsert may touch a row once: a transaction changed twice on one page is stored in
     // rounds, its earlier version first, so its event history keeps both.
     let mut round_of: HashMap<&str, usize> = HashMap::new();
@@ -254,13 +383,15 @@ pub async fn apply_page(
     }
     let unchanged: Vec<&str> = plan.unchanged.iter().map(String::as_str).collect();
     ledger::provider::touch(&mut tx, owner, &unchanged).await?;
+    // Postings first: a row posted and undone on the same page reverses a posting of this page.
     let posted = ledger::postings::post(&mut tx, &plan.postings).await?;
     let reversed = ledger::postings::reverse(
         &mut tx,
         &plan.reversals,
-        "P100 transaction no longer completed",
+        "P100 transaction no longer completed as posted",
     )
     .await?;
+    ledger::provider::store_undecodable(&mut tx, owner, &undecodable).await?;
     if let Some(at) = plan.max_updated_at {
         ledger::provider::advance_cursor(&mut tx, owner, at).await?;
     }
@@ -271,7 +402,7 @@ pub async fn apply_page(
         changed: plan.changes.iter().filter(|c| c.change != "new").count(),
         posted,
         reversed,
-        flagged: plan.changes.iter().filter(|c| !c.flags.is_empty()).count(),
+        flagged: plan.changes.iter().filter(|c| !c.flags.is_empty()).count() + undecodable.len(),
     })
 }
 
@@ -280,12 +411,33 @@ pub async fn apply_page(
 pub struct SyncSummary {
     /// Pages read.
     pub pages: usize,
+    /// Times a block of rows sharing one `updatedAt` was read again from its first page
+    /// because its size changed while it was being read.
+    pub block_restarts: usize,
     /// Totals over the pages.
     pub totals: PageStats,
 }
 
+/// Rows sharing one `updatedAt` that fill a whole page: read with `from = to = at` by page
+/// number, and again from the first page whenever their number changes.
+#[derive(Debug, Clone, Copy)]
+struct SameInstantBlock {
+    at: DateTime<Utc>,
+    total: Option<u64>,
+}
+
+/// The smallest step of P100's `updatedAt` (assumption A3): the instant after a block.
+const TIME_STEP: chrono::Duration = chrono::Duration::milliseconds(1);
+
 /// Reads every page from the cursor minus the overlap and applies each. Pages applied before a
 /// failure stay applied (their cursor too), so the next run resumes from there.
+///
+/// Paging cannot skip a row (assumption A3): each request starts at the latest `updatedAt`
+/// seen (inclusive), so a row that changes mid-run moves behind the read position and shifts
+/// nothing unread. Only a whole page of one instant needs page numbers; that block is read
+/// with `from = to = instant`, and its `total` is compared on every page: a row leaving the
+/// block (the only way positions inside it can shift) changes the total, and the block is
+/// read again from its first page. A pass with a constant total saw every row that stayed.
 pub async fn sync(
     client: &p100::Client,
     pool: &ledger::PgPool,
@@ -295,48 +447,80 @@ pub async fn sync(
     let cursor = ledger::provider::cursor(pool, owner).await?;
     let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
     let scope = crate::balances::scope_of(owner);
-    // Keyset paging: each request starts at the latest `updatedAt` seen so far (inclusive),
-    // so a row that changes status during the run and moves to the end cannot shift another
-    // row past a page boundary unseen. Only when a whole page shares one `updatedAt` does
-    // the next request move on by page number. Re-read rows are recognised and skipped.
     let mut from = cursor.map(|c| {
         c.checked_sub_signed(overlap)
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     });
+    let mut block: Option<SameInstantBlock> = None;
     let mut page_no = 1;
     let mut summary = SyncSummary::default();
     loop {
         let query = HistoryQuery {
-            from,
-            to: None,
+            from: block.map(|b| b.at).or(from),
+            to: block.map(|b| b.at),
             size: p100::MAX_PAGE_SIZE,
         };
         let page = client.transactions_page(&scope, &query, page_no).await?;
         let served = page.size.clamp(1, query.size) as usize;
-        let last = page.transactions.len() < served;
-        let max = page.transactions.iter().map(|t| t.updated_at).max();
+        let last = page.rows() < served;
+        let times = page
+            .transactions
+            .iter()
+            .map(|t| t.updated_at)
+            .chain(page.undecodable.iter().filter_map(|u| u.updated_at));
+        let (min, max) = (times.clone().min(), times.max());
         let rows: Vec<ObservedTx> = page.transactions.iter().map(observe).collect();
-        let stats = apply_page(pool, owner, rows).await?;
+        let undecodable = page.undecodable.iter().map(observe_undecodable).collect();
+        let stats = apply_page(pool, owner, rows, undecodable).await?;
         summary.pages += 1;
-        let t = &mut summary.totals;
-        t.rows += stats.rows;
-        t.new += stats.new;
-        t.changed += stats.changed;
-        t.posted += stats.posted;
-        t.reversed += stats.reversed;
-        t.flagged += stats.flagged;
+        summary.totals.add(&stats);
+        if let Some(b) = &mut block {
+            if b.total.is_some_and(|t| t != page.total) {
+                summary.block_restarts += 1;
+                b.total = Some(page.total);
+                page_no = 1;
+            } else if last {
+                from = b.at.checked_add_signed(TIME_STEP);
+                block = None;
+                page_no = 1;
+            } else {
+                b.total = Some(page.total);
+                page_no += 1;
+            }
+            continue;
+        }
         if last {
             break;
         }
-        if max.is_some() && max != from {
-            from = max;
-            page_no = 1;
-        } else {
-            page_no += 1;
+        match (min, max) {
+            (Some(min), Some(max)) if min == max => {
+                block = Some(SameInstantBlock {
+                    at: max,
+                    total: None,
+                });
+                page_no = 1;
+            }
+            (_, Some(max)) => {
+                from = Some(max);
+                page_no = 1;
+            }
+            // Nothing on the page had a readable time: move on by page number.
+            (_, None) => page_no += 1,
         }
     }
     ledger::provider::mark_synced(pool, owner).await?;
     Ok(summary)
+}
+
+impl PageStats {
+    fn add(&mut self, other: &PageStats) {
+        self.rows += other.rows;
+        self.new += other.new;
+        self.changed += other.changed;
+        self.posted += other.posted;
+        self.reversed += other.reversed;
+        self.flagged += other.flagged;
+    }
 }
 
 /// A sync run failed.

@@ -198,12 +198,12 @@ async fn the_history_sync_settling_first_is_not_posted_twice(pool: PgPool) {
         Decimal::ZERO
     );
     let sepa_postings: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ledger_postings WHERE idempotency_key LIKE 'sepa:%'",
+        "SELECT count(*) FROM ledger_postings WHERE description LIKE 'SEPA_TRANSFER%'",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(sepa_postings, 1);
+    assert_eq!(sepa_postings, 1, "the settled movement is one posting");
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+mod common;
+
+use common::ledger_matches_p100;
 use jobs::tx_sync::{self, apply_page};
 use ledger::Owner;
 use ledger::accounts::AccountRef;
@@ -177,7 +180,9 @@ async fn any_delivery_of_any_history_leaves_the_ledger_equal_to_p100s_completed_
 
         // Each page is its own transaction: a restart between pages changes nothing.
         for page in &pages {
-            apply_page(&pool, &owner, page.clone()).await.unwrap();
+            apply_page(&pool, &owner, page.clone(), vec![])
+                .await
+                .unwrap();
         }
 
         let mut expected: BTreeMap<String, Decimal> = [
@@ -198,7 +203,9 @@ async fn any_delivery_of_any_history_leaves_the_ledger_equal_to_p100s_completed_
             .await
             .unwrap();
         for page in &pages {
-            apply_page(&pool, &owner, page.clone()).await.unwrap();
+            apply_page(&pool, &owner, page.clone(), vec![])
+                .await
+                .unwrap();
         }
         let again: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
             .fetch_one(&pool)
@@ -243,7 +250,7 @@ async fn exact_at_eight_decimals_and_point_one_plus_point_two(pool: PgPool) {
             0,
         ),
     ];
-    apply_page(&pool, &owner, page).await.unwrap();
+    apply_page(&pool, &owner, page, vec![]).await.unwrap();
     let b = balances(&pool, &owner).await;
     assert_eq!(b["eur"].to_string(), "0.3");
     assert_eq!(b["btc"].to_string(), "-0.00000003");
@@ -266,8 +273,12 @@ async fn a_changed_payload_with_the_same_status_is_recorded_and_flagged(pool: Pg
     changed.payload = serde_json::json!({"changed": true});
     changed.payload_hash = "other".into();
     changed.updated_at = first.updated_at + chrono::Duration::seconds(1);
-    apply_page(&pool, &owner, vec![first]).await.unwrap();
-    apply_page(&pool, &owner, vec![changed]).await.unwrap();
+    apply_page(&pool, &owner, vec![first], vec![])
+        .await
+        .unwrap();
+    apply_page(&pool, &owner, vec![changed], vec![])
+        .await
+        .unwrap();
 
     let events: Vec<(String,)> =
         sqlx::query_as("SELECT change FROM provider_transaction_events ORDER BY id")
@@ -282,12 +293,18 @@ async fn a_changed_payload_with_the_same_status_is_recorded_and_flagged(pool: Pg
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(flags, vec!["payload_changed"]);
-    assert_eq!(
-        balances(&pool, &owner).await["eur"],
-        Decimal::ONE,
-        "the posted amount is not silently rewritten"
-    );
+    assert_eq!(flags, vec!["payload_changed", "corrected"]);
+    // The correction is a reversal of what was posted plus a posting of the new amount.
+    assert_eq!(balances(&pool, &owner).await["eur"], Decimal::TWO);
+    let postings: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT idempotency_key, reverses FROM ledger_postings ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(postings.len(), 3, "{postings:?}");
+    let reversals: Vec<_> = postings.iter().filter(|(_, r)| r.is_some()).collect();
+    assert_eq!(reversals.len(), 1, "{postings:?}");
+    assert_eq!(reversals[0].0, format!("{}:reversal", postings[0].0));
 }
 
 fn sandbox_user(n: usize) -> UserSpec {
@@ -341,22 +358,6 @@ fn client(base: &str) -> p100::Client {
     );
     config.max_rps = std::num::NonZeroU32::new(10_000).unwrap();
     p100::Client::new(config).unwrap()
-}
-
-async fn ledger_matches_p100(pool: &PgPool, client: &p100::Client, owner: &Owner) {
-    let p100_balances = client
-        .balances(&jobs::balances::scope_of(owner))
-        .await
-        .unwrap();
-    let ledger = ledger::balances::current(pool, owner).await.unwrap();
-    for b in p100_balances.all() {
-        let ours = ledger
-            .iter()
-            .find(|l| l.currency == b.name.as_str())
-            .map(|l| l.amount)
-            .unwrap_or_default();
-        assert_eq!(ours, b.amount, "{owner} {}", b.name);
-    }
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
@@ -539,9 +540,21 @@ async fn a_row_changing_during_the_run_does_not_hide_its_neighbours(pool: PgPool
         after_polls: Some(1),
         after_seconds: None,
     }];
+    sync_one_user(&pool, "moving", transactions).await;
+
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT provider_tx_id) FROM provider_transactions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 250, "every row seen in one run");
+}
+
+/// Serves one user's history, syncs it once, and checks the ledger against P100's balances.
+async fn sync_one_user(pool: &PgPool, user: &str, transactions: Vec<TxSpec>) {
     let sandbox = Sandbox::from_scenario(Scenario {
         users: vec![UserSpec {
-            external_user_id: "moving".into(),
+            external_user_id: user.into(),
             transactions,
             ..UserSpec::default()
         }],
@@ -551,11 +564,262 @@ async fn a_row_changing_during_the_run_does_not_hide_its_neighbours(pool: PgPool
     .await
     .unwrap();
     let client = client(&sandbox.base_url());
-    let owner = Owner::User("moving".into());
-
-    tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+    let owner = Owner::User(user.into());
+    tx_sync::sync(&client, pool, &owner, tx_sync::DEFAULT_OVERLAP)
         .await
         .unwrap();
+    ledger_matches_p100(pool, &client, &owner).await;
+}
+
+// ---- Review findings of issue 10: each failed on the code before the fix. ----
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn with_ref(mut tx: ObservedTx, reference: Option<&str>) -> ObservedTx {
+    tx.reference = reference.map(str::to_owned);
+    tx
+}
+
+/// A new version of `tx` one second later, with its own payload.
+fn next(tx: &ObservedTx, status: &str, amount: Decimal) -> ObservedTx {
+    let mut v = tx.clone();
+    v.status = status.into();
+    v.amount = amount;
+    v.updated_at = tx.updated_at + chrono::Duration::seconds(1);
+    v.payload = serde_json::json!({ "id": v.provider_tx_id, "status": status, "amount": amount.to_string(), "at": v.updated_at });
+    v.payload_hash = v.payload.to_string();
+    v
+}
+
+async fn owner_balance(pool: &PgPool, owner: &Owner, currency: &str) -> Decimal {
+    ledger::balances::current(pool, owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.currency == currency)
+        .map(|b| b.amount)
+        .unwrap_or_default()
+}
+
+async fn verify_clean(pool: &PgPool) {
+    let (_, _, violations) = ledger::balances::verify(pool).await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// Finding 1: two writers of one owner at once. Writer A (COMPLETED) is held inside its
+/// transaction (the cursor row is locked by the test) while writer B (FAILED, newer) runs;
+/// before the owner lock, B overwrote A's row after A committed its posting, and the posting
+/// was never reversed.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn two_writers_of_one_owner_end_with_the_newest_version_and_its_ledger(pool: PgPool) {
+    let owner = Owner::User("race".into());
+    let completed = version(1, "DEPOSIT", "COMPLETED", "eur", d("50.00"), d("0"), 0);
+    let failed = next(&completed, "FAILED", d("50.00"));
+    // A cursor row exists; the test holds its lock so that writer A stops at its cursor step.
+    apply_page(
+        &pool,
+        &owner,
+        vec![version(9, "FEE", "PENDING", "eur", d("-1"), d("0"), 0)],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sync_cursors FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let a = tokio::spawn({
+        let pool = pool.clone();
+        let owner = owner.clone();
+        async move { apply_page(&pool, &owner, vec![completed], vec![]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn({
+        let pool = pool.clone();
+        let owner = owner.clone();
+        async move { apply_page(&pool, &owner, vec![failed], vec![]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await.unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+
+    let (status, state): (String, String) = sqlx::query_as(
+        "SELECT status, ledger_state FROM provider_transactions WHERE provider_tx_id = 'tx-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), state.as_str()), ("FAILED", "reversed"));
+    assert_eq!(owner_balance(&pool, &owner, "eur").await, Decimal::ZERO);
+    verify_clean(&pool).await;
+}
+
+/// An older version offered after a newer one is stored never replaces it.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_older_version_never_replaces_a_newer_one(pool: PgPool) {
+    let owner = Owner::Partner;
+    let completed = version(1, "DEPOSIT", "COMPLETED", "eur", d("5"), d("0"), 0);
+    let failed = next(&completed, "FAILED", d("5"));
+    apply_page(&pool, &owner, vec![failed], vec![])
+        .await
+        .unwrap();
+    apply_page(&pool, &owner, vec![completed], vec![])
+        .await
+        .unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM provider_transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "FAILED");
+    assert_eq!(owner_balance(&pool, &owner, "eur").await, Decimal::ZERO);
+}
+
+/// Finding 2a: an exchange leg whose amount changes sign must reverse its own posting, not
+/// the other leg's.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_reversal_undoes_what_was_posted_even_when_the_sign_changes(pool: PgPool) {
+    let owner = Owner::Partner;
+    let from = with_ref(
+        version(1, "EXCHANGE", "COMPLETED", "eur", d("-100"), d("0"), 0),
+        Some("lock-1"),
+    );
+    let to = with_ref(
+        version(2, "EXCHANGE", "COMPLETED", "eur", d("90"), d("0"), 0),
+        Some("lock-1"),
+    );
+    apply_page(&pool, &owner, vec![from.clone(), to], vec![])
+        .await
+        .unwrap();
+    assert_eq!(owner_balance(&pool, &owner, "eur").await, d("-10"));
+    // The first row now shows a positive amount and FAILED.
+    let flipped = next(&from, "FAILED", d("100"));
+    apply_page(&pool, &owner, vec![flipped], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        owner_balance(&pool, &owner, "eur").await,
+        d("90"),
+        "only the failed leg is undone"
+    );
+    verify_clean(&pool).await;
+}
+
+/// Finding 2b: a row posted without a reference that later gets one (and fails) is reversed;
+/// the page used to roll back and the owner's sync stopped there for good.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_reference_appearing_later_does_not_break_the_reversal(pool: PgPool) {
+    let owner = Owner::User("u-ref".into());
+    let row = version(
+        1,
+        "SEPA_TRANSFER",
+        "COMPLETED",
+        "eur",
+        d("-20"),
+        d("0.5"),
+        0,
+    );
+    apply_page(&pool, &owner, vec![row.clone()], vec![])
+        .await
+        .unwrap();
+    let failed = with_ref(next(&row, "FAILED", d("-20")), Some("tr-1"));
+    apply_page(&pool, &owner, vec![failed], vec![])
+        .await
+        .unwrap();
+    assert_eq!(owner_balance(&pool, &owner, "eur").await, Decimal::ZERO);
+    verify_clean(&pool).await;
+}
+
+/// Finding 3: two rows with one reference (a SEPA debit and its return) are two postings.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn rows_sharing_a_reference_get_distinct_postings(pool: PgPool) {
+    let owner = Owner::Partner;
+    let debit = with_ref(
+        version(1, "SEPA_TRANSFER", "COMPLETED", "eur", d("-300"), d("1"), 0),
+        Some("tr-9"),
+    );
+    let ret = with_ref(
+        version(2, "SEPA_TRANSFER", "COMPLETED", "eur", d("300"), d("0"), 0),
+        Some("tr-9"),
+    );
+    let lock_a = with_ref(
+        version(3, "EXCHANGE", "COMPLETED", "btc", d("0.1"), d("0"), 0),
+        Some("lock-7"),
+    );
+    let lock_b = with_ref(
+        version(4, "EXCHANGE", "COMPLETED", "btc", d("0.2"), d("0"), 0),
+        Some("lock-7"),
+    );
+    apply_page(&pool, &owner, vec![debit, ret, lock_a, lock_b], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        owner_balance(&pool, &owner, "eur").await,
+        d("-1"),
+        "the return cancels the debit, the fee stays"
+    );
+    assert_eq!(owner_balance(&pool, &owner, "btc").await, d("0.3"));
+    let postings: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(postings, 4);
+}
+
+/// Finding 4b: an unknown status on a posted row keeps the posting and is flagged, so the
+/// report can list it.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_unknown_status_on_a_posted_row_is_flagged(pool: PgPool) {
+    let owner = Owner::Partner;
+    let row = version(1, "DEPOSIT", "COMPLETED", "eur", d("7"), d("0"), 0);
+    apply_page(&pool, &owner, vec![row.clone()], vec![])
+        .await
+        .unwrap();
+    apply_page(
+        &pool,
+        &owner,
+        vec![next(&row, "CHARGEBACK_REQUESTED", d("7"))],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (state, flags): (String, Vec<String>) =
+        sqlx::query_as("SELECT ledger_state, flags FROM provider_transactions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "posted");
+    assert!(
+        flags.contains(&"unknown_status_on_posted".to_owned()),
+        "{flags:?}"
+    );
+}
+
+/// Finding 5: a whole page of rows sharing one `updatedAt`, and one of them changing while the
+/// block is read (it completes after the second history request): paging by page number
+/// skipped the row that shifted across the page boundary.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn rows_sharing_one_instant_are_all_read_when_one_changes_mid_block(pool: PgPool) {
+    let instant: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut transactions: Vec<TxSpec> = (0..250)
+        .map(|i| TxSpec {
+            id: Some(format!("s-{i:03}")),
+            amount: Decimal::new(100 + i, 2),
+            created_at: Some(instant),
+            updated_at: Some(instant),
+            ..TxSpec::default()
+        })
+        .collect();
+    transactions[0].status = "PENDING".into();
+    transactions[0].steps = vec![TxStep {
+        status: "COMPLETED".into(),
+        after_polls: Some(2),
+        after_seconds: None,
+    }];
+    sync_one_user(&pool, "instant", transactions).await;
 
     let stored: i64 =
         sqlx::query_scalar("SELECT count(DISTINCT provider_tx_id) FROM provider_transactions")
@@ -563,5 +827,42 @@ async fn a_row_changing_during_the_run_does_not_hide_its_neighbours(pool: PgPool
             .await
             .unwrap();
     assert_eq!(stored, 250, "every row seen in one run");
-    ledger_matches_p100(&pool, &client, &owner).await;
+}
+
+/// Finding 6: one row that cannot be decoded is kept raw and flagged; the rest of its page
+/// and of the history are synced.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_undecodable_row_is_kept_and_the_history_goes_on(pool: PgPool) {
+    let server = wiremock::MockServer::start().await;
+    let rows = serde_json::json!([
+        {"id": "ok-1", "type": "DEPOSIT", "status": "COMPLETED", "currency": "EUR", "amount": "10.00",
+         "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"},
+        {"id": "bad-1", "type": "DEPOSIT", "status": "COMPLETED", "currency": "EUR", "amount": "ten",
+         "createdAt": "2026-01-01T00:00:01Z", "updatedAt": "2026-01-01T00:00:01Z"},
+        {"id": "ok-2", "type": "DEPOSIT", "status": "COMPLETED", "currency": "EUR", "amount": 2.5,
+         "createdAt": "2026-01-01T00:00:02Z", "updatedAt": "2026-01-01T00:00:02Z"}
+    ]);
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/v1/partner/transactions"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"transactions": rows, "page": 1, "size": 100, "total": 3}),
+        ))
+        .mount(&server)
+        .await;
+    let client = client(&server.uri());
+    let summary = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::DEFAULT_OVERLAP)
+        .await
+        .unwrap();
+    assert_eq!(summary.totals.rows, 3);
+    assert_eq!(
+        owner_balance(&pool, &Owner::Partner, "eur").await,
+        d("12.50")
+    );
+    let (id, error): (Option<String>, String) =
+        sqlx::query_as("SELECT provider_tx_id, error FROM provider_transactions_undecodable")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(id.as_deref(), Some("bad-1"));
+    assert!(error.contains("ten") || error.contains("amount"), "{error}");
 }

@@ -25,6 +25,7 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
         BenchCommand::Queue(args) => queue_bench(settings, args).await,
         BenchCommand::Ingest(args) => ingest_bench(settings, args).await,
         BenchCommand::Reconcile(args) => super::bench_reconcile::run(settings, args).await,
+        BenchCommand::Cycle(args) => super::bench_cycle::run(settings, args).await,
     }
 }
 

@@ -11,7 +11,6 @@ use futures::StreamExt;
 use jobs::JobContext;
 use jobs::reconcile::ReconcileArgs;
 use p100_sandbox::{GeneratorConfig, Sandbox};
-use rust_decimal::Decimal;
 
 use crate::UsageError;
 use crate::cli::BenchReconcileArgs;
@@ -146,12 +145,8 @@ async fn seed_ledger(
     let mut next_account: i64 = 1;
     let mut external = Vec::new();
     for c in currencies {
-        let mut total = Decimal::ZERO;
-        for u in 0..users {
-            let id = p100_sandbox::generated_user_id(u as u64);
-            total += sandbox.sandbox().balance(&id, c).unwrap_or_default();
-        }
-        accounts.push_str(&format!("{next_account}\texternal\t\\N\t{c}\t{}\n", -total));
+        // Counter-accounts carry no maintained balance (no hot row).
+        accounts.push_str(&format!("{next_account}\texternal\t\\N\t{c}\t\\N\n"));
         external.push(next_account);
         next_account += 1;
     }

@@ -45,7 +45,7 @@ fn duration(flag: &str, text: &str) -> Result<Duration, UsageError> {
 pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let client = settings.p100_client().map_err(UsageError::from)?;
-    let schedule = Arc::new(load_schedule(args.schedule.as_deref())?);
+    let mut schedule = load_schedule(args.schedule.as_deref())?;
     let options = WorkerOptions {
         lease: duration("lease", &args.lease)?,
         heartbeat: duration("heartbeat", &args.heartbeat)?,
@@ -76,6 +76,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
 
     // The credentials are checked once, here: a rejected key ends the daemon before any job
     // burns its attempts on it.
+    let asked = std::time::Instant::now();
     let p100_state = match client.balances(&p100::Scope::Partner).await {
         Ok(_) => P100Health::Reachable,
         Err(e) if e.class == p100::ErrorClass::Auth => {
@@ -91,7 +92,24 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         }
     };
 
-    let pool = crate::db::connect(url, 20).await?;
+    // Kinds sized by the budget (`concurrency = "budget"`) get enough jobs in flight to keep
+    // P100_MAX_RPS busy at the latency P100 just showed (1 s assumed when it did not answer).
+    let latency = match p100_state {
+        P100Health::Reachable => asked.elapsed(),
+        _ => std::time::Duration::from_secs(1),
+    };
+    schedule.size_by_budget(client.max_rps(), latency);
+    let sync_concurrency = schedule.limits(Kind::TxSync).concurrency;
+    tracing::info!(
+        p100_latency_ms = latency.as_millis() as u64,
+        tx_sync_concurrency = sync_concurrency,
+        "tx_sync runs {sync_concurrency} jobs at once for P100_MAX_RPS {}",
+        client.max_rps()
+    );
+    let schedule = Arc::new(schedule);
+    // A sync holds a connection only while it commits a page; half its slots is ample.
+    let pool_size = (20 + sync_concurrency / 2).min(100) as u32;
+    let pool = crate::db::connect(url, pool_size).await?;
     crate::db::migrate(&pool).await?;
     let identity = worker::process_identity();
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();

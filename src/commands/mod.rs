@@ -8,6 +8,7 @@ use crate::settings::Settings;
 
 mod balances;
 mod bench;
+mod bench_cycle;
 mod bench_reconcile;
 pub mod daemon;
 mod demo;

@@ -38,6 +38,7 @@ pub async fn run(settings: &Settings, args: SandboxArgs) -> anyhow::Result<ExitC
         (None, Some(key)) => sandbox.with_api_key(key.expose_secret().to_owned()),
         (None, None) => sandbox,
     };
+    sandbox.set_rate_limit(args.rate_limit);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

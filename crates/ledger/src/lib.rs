@@ -12,6 +12,7 @@ pub mod discrepancies;
 pub mod exchanges;
 pub mod intake;
 pub mod owner;
+pub mod owner_lock;
 pub mod postings;
 pub mod provider;
 pub mod reconciliation;

@@ -129,6 +129,10 @@ pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u6
         .iter()
         .flat_map(|p| p.entries.iter().map(|e| e.account.clone()))
         .collect();
+    // Callers take the lock first; taking it here too (a no-op then) keeps a caller that
+    // forgot from racing another writer of the same owner.
+    let owners: Vec<crate::Owner> = refs.iter().filter_map(AccountRef::owner).collect();
+    crate::owner_lock::acquire_all(conn, &owners).await?;
     let account_ids = accounts::ensure(conn, &refs).await?;
 
     let keys: Vec<&str> = postings.iter().map(|p| p.key.as_str()).collect();
@@ -207,6 +211,26 @@ pub async fn reverse(
     }
     let originals: Vec<&str> = reversals.iter().map(|(o, _, _)| o.as_str()).collect();
     let keys: Vec<&str> = reversals.iter().map(|(_, r, _)| r.as_str()).collect();
+    let owner_columns: Vec<(String, Option<String>)> = sqlx::query_as(
+        r#"
+        SELECT DISTINCT a.owner_kind, a.external_user_id
+          FROM ledger_postings p
+          JOIN ledger_entries e ON e.posting_id = p.id
+          JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE p.idempotency_key = ANY($1) AND a.balance IS NOT NULL
+        "#,
+    )
+    .bind(&originals)
+    .fetch_all(&mut *conn)
+    .await?;
+    let owners: Vec<crate::Owner> = owner_columns
+        .into_iter()
+        .map(|(kind, user)| match (kind.as_str(), user) {
+            (_, Some(id)) => crate::Owner::User(id),
+            _ => crate::Owner::Partner,
+        })
+        .collect();
+    crate::owner_lock::acquire_all(conn, &owners).await?;
     // Reversing a posting that does not exist would record nothing and let the caller believe
     // the money was taken back.
     let missing: Vec<String> = sqlx::query_scalar(
@@ -379,11 +403,22 @@ mod tests {
         let pair = [("p".to_owned(), "p:reversal".to_owned(), Utc::now())];
         assert_eq!(reverse(&mut conn, &pair, "failed").await.unwrap(), 1);
         assert_eq!(reverse(&mut conn, &pair, "failed").await.unwrap(), 0);
-        let balances: Vec<(String, Decimal)> =
-            sqlx::query_as("SELECT owner_kind, balance FROM ledger_accounts ORDER BY owner_kind")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        assert!(balances.iter().all(|(_, b)| b.is_zero()), "{balances:?}");
+        // Every account's entries sum to zero again; the owner's maintained balance too
+        // (counter-accounts carry none: they are nobody's hot row).
+        let balances: Vec<(String, Option<Decimal>, Decimal)> = sqlx::query_as(
+            "SELECT a.owner_kind, a.balance, COALESCE((SELECT sum(amount) FROM ledger_entries e WHERE e.account_id = a.id), 0)
+               FROM ledger_accounts a ORDER BY owner_kind",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(
+            balances
+                .iter()
+                .all(|(kind, maintained, entries)| entries.is_zero()
+                    && maintained.is_some() == (kind == "user")
+                    && maintained.unwrap_or_default().is_zero()),
+            "{balances:?}"
+        );
     }
 }

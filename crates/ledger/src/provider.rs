@@ -70,6 +70,21 @@ impl LedgerState {
     }
 }
 
+/// What the ledger holds for a history row: the posting that stands for it, and the figures
+/// that posting holds (in the row's terms), so a reversal undoes exactly that and a
+/// correction of amount, fee or currency is seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The posting's idempotency key.
+    pub key: String,
+    /// Signed movement the posting holds.
+    pub amount: Decimal,
+    /// Fee the posting holds.
+    pub fee: Decimal,
+    /// Its currency.
+    pub currency: String,
+}
+
 /// The stored version of a transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTx {
@@ -83,10 +98,23 @@ pub struct StoredTx {
     pub ledger_state: LedgerState,
     /// Flags raised so far.
     pub flags: Vec<String>,
+    /// The posting that stands (or, once reversed, stood) for this row.
+    pub posted: Option<Posted>,
 }
 
-/// provider_tx_id, status, updated_at, payload_hash, ledger_state, flags.
-type StoredRow = (String, String, DateTime<Utc>, String, String, Vec<String>);
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    provider_tx_id: String,
+    status: String,
+    updated_at: DateTime<Utc>,
+    payload_hash: String,
+    ledger_state: String,
+    flags: Vec<String>,
+    posting_key: Option<String>,
+    posted_amount: Option<Decimal>,
+    posted_fee: Option<Decimal>,
+    posted_currency: Option<String>,
+}
 
 /// Loads the stored versions of some transactions of an owner, locking them for the caller's
 /// transaction.
@@ -97,7 +125,8 @@ pub async fn load_for_update(
 ) -> Result<HashMap<String, StoredTx>, Error> {
     let rows: Vec<StoredRow> = sqlx::query_as(
         r#"
-        SELECT provider_tx_id, status, updated_at, payload_hash, ledger_state, flags
+        SELECT provider_tx_id, status, updated_at, payload_hash, ledger_state, flags,
+               posting_key, posted_amount, posted_fee, posted_currency
           FROM provider_transactions
          WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '') AND provider_tx_id = ANY($3)
          FOR UPDATE
@@ -109,15 +138,25 @@ pub async fn load_for_update(
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()
-        .map(|(id, status, updated_at, payload_hash, state, flags)| {
+        .map(|r| {
+            let posted = match (r.posting_key, r.posted_amount, r.posted_currency) {
+                (Some(key), Some(amount), Some(currency)) => Some(Posted {
+                    key,
+                    amount,
+                    fee: r.posted_fee.unwrap_or_default(),
+                    currency,
+                }),
+                _ => None,
+            };
             Ok((
-                id,
+                r.provider_tx_id,
                 StoredTx {
-                    status,
-                    updated_at,
-                    payload_hash,
-                    ledger_state: LedgerState::parse(&state)?,
-                    flags,
+                    status: r.status,
+                    updated_at: r.updated_at,
+                    payload_hash: r.payload_hash,
+                    ledger_state: LedgerState::parse(&r.ledger_state)?,
+                    flags: r.flags,
+                    posted,
                 },
             ))
         })
@@ -135,9 +174,13 @@ pub struct TxChange {
     pub ledger_state: LedgerState,
     /// Flags to keep.
     pub flags: Vec<String>,
+    /// The posting standing (or that stood) for the row after this change.
+    pub posted: Option<Posted>,
 }
 
-/// Upserts changed transactions and records each change once in the event history.
+/// Upserts changed transactions and records each change once in the event history. A stored
+/// version is only ever replaced by one at least as new (by `updatedAt`): an older one is an
+/// error that rolls the caller's transaction back, never a silent overwrite.
 pub async fn store_changes(
     conn: &mut PgConnection,
     owner: &Owner,
@@ -153,7 +196,13 @@ pub async fn store_changes(
     let (mut refs, mut exchange_ids, mut created, mut updated, mut payloads, mut hashes) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut states, mut flags, mut change_kinds) = (vec![], vec![], vec![]);
+    let (mut posting_keys, mut posted_amounts, mut posted_fees, mut posted_currencies) =
+        (vec![], vec![], vec![], vec![]);
     for c in changes {
+        posting_keys.push(c.posted.as_ref().map(|p| p.key.as_str()));
+        posted_amounts.push(c.posted.as_ref().map(|p| p.amount));
+        posted_fees.push(c.posted.as_ref().map(|p| p.fee));
+        posted_currencies.push(c.posted.as_ref().map(|p| p.currency.as_str()));
         let t = &c.tx;
         ids.push(t.provider_tx_id.as_str());
         kinds.push(t.kind.as_str());
@@ -171,31 +220,40 @@ pub async fn store_changes(
         flags.push(c.flags.join(","));
         change_kinds.push(c.change);
     }
-    sqlx::query(
+    let stored: i64 = sqlx::query_scalar(
         r#"
         WITH up AS (
             INSERT INTO provider_transactions AS p
                 (owner_kind, external_user_id, provider_tx_id, kind, status, currency, amount, fee, reference,
-                 exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags)
+                 exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags,
+                 posting_key, posted_amount, posted_fee, posted_currency)
             SELECT $1, $2, u.id, u.kind, u.status, u.currency, u.amount, u.fee, u.ref, u.exid, u.created, u.updated,
-                   u.payload, u.hash, u.state, COALESCE(string_to_array(NULLIF(u.flags, ''), ','), '{}')
+                   u.payload, u.hash, u.state, COALESCE(string_to_array(NULLIF(u.flags, ''), ','), '{}'),
+                   u.pkey, u.pamount, u.pfee, u.pcurrency
               FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::numeric[], $9::text[],
-                          $10::text[], $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::text[], $15::text[], $16::text[])
-                   AS u(id, kind, status, currency, amount, fee, ref, exid, created, updated, payload, hash, state, flags)
+                          $10::text[], $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::text[], $15::text[], $16::text[],
+                          $18::text[], $19::numeric[], $20::numeric[], $21::text[])
+                   AS u(id, kind, status, currency, amount, fee, ref, exid, created, updated, payload, hash, state, flags,
+                        pkey, pamount, pfee, pcurrency)
             ON CONFLICT (provider_tx_id, owner_kind, (COALESCE(external_user_id, ''))) DO UPDATE SET
                 kind = EXCLUDED.kind, status = EXCLUDED.status, currency = EXCLUDED.currency,
                 amount = EXCLUDED.amount, fee = EXCLUDED.fee, reference = EXCLUDED.reference,
                 exchange_id = EXCLUDED.exchange_id, created_at = EXCLUDED.created_at,
                 updated_at = EXCLUDED.updated_at, payload = EXCLUDED.payload,
                 payload_hash = EXCLUDED.payload_hash, ledger_state = EXCLUDED.ledger_state,
-                flags = EXCLUDED.flags, last_seen_at = now()
+                flags = EXCLUDED.flags, posting_key = EXCLUDED.posting_key,
+                posted_amount = EXCLUDED.posted_amount, posted_fee = EXCLUDED.posted_fee,
+                posted_currency = EXCLUDED.posted_currency, last_seen_at = now()
+            WHERE p.updated_at <= EXCLUDED.updated_at
             RETURNING p.id, p.provider_tx_id
+        ), events AS (
+            INSERT INTO provider_transaction_events (provider_transaction_id, change, status, payload_hash, payload, provider_updated_at)
+            SELECT up.id, u.change, u.status, u.hash, u.payload, u.updated
+              FROM up JOIN UNNEST($3::text[], $17::text[], $5::text[], $14::text[], $13::jsonb[], $12::timestamptz[])
+                            AS u(id, change, status, hash, payload, updated) ON u.id = up.provider_tx_id
+            ON CONFLICT (provider_transaction_id, payload_hash) DO NOTHING
         )
-        INSERT INTO provider_transaction_events (provider_transaction_id, change, status, payload_hash, payload, provider_updated_at)
-        SELECT up.id, u.change, u.status, u.hash, u.payload, u.updated
-          FROM up JOIN UNNEST($3::text[], $17::text[], $5::text[], $14::text[], $13::jsonb[], $12::timestamptz[])
-                        AS u(id, change, status, hash, payload, updated) ON u.id = up.provider_tx_id
-        ON CONFLICT (provider_transaction_id, payload_hash) DO NOTHING
+        SELECT count(*) FROM up
         "#,
     )
     .bind(owner.kind())
@@ -215,9 +273,147 @@ pub async fn store_changes(
     .bind(&states)
     .bind(&flags)
     .bind(&change_kinds)
-    .execute(&mut *conn)
+    .bind(&posting_keys)
+    .bind(&posted_amounts)
+    .bind(&posted_fees)
+    .bind(&posted_currencies)
+    .fetch_one(&mut *conn)
     .await?;
+    if stored != n as i64 {
+        return Err(Error::Corrupt(format!(
+            "{owner}: {} of {n} transaction versions are older than the stored ones; a newer \
+             version is never replaced by an older one (another writer of this owner?)",
+            n as i64 - stored
+        )));
+    }
     Ok(())
+}
+
+/// Postings of local operations (an exchange's legs, a SEPA settlement) under `keys` that no
+/// history row stands for yet, with the figures they hold in a row's terms: the movement
+/// (owner entries plus fee), the fee, the currency. A history row of the same movement adopts
+/// one of them instead of posting it again.
+pub async fn adoptable_postings(
+    conn: &mut PgConnection,
+    keys: &[String],
+) -> Result<HashMap<String, Posted>, Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, Decimal, Decimal, Option<String>)> = sqlx::query_as(
+        r#"
+        SELECT p.idempotency_key,
+               COALESCE(sum(e.amount) FILTER (WHERE a.balance IS NOT NULL OR a.owner_kind = 'p100_fees'), 0),
+               COALESCE(sum(e.amount) FILTER (WHERE a.owner_kind = 'p100_fees'), 0),
+               min(a.currency) FILTER (WHERE a.balance IS NOT NULL)
+          FROM ledger_postings p
+          JOIN ledger_entries e ON e.posting_id = p.id
+          JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE p.idempotency_key = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM ledger_postings r WHERE r.reverses = p.id)
+           AND NOT EXISTS (SELECT 1 FROM provider_transactions t WHERE t.posting_key = p.idempotency_key)
+         GROUP BY p.idempotency_key
+        "#,
+    )
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, amount, fee, currency)| {
+            Some((
+                key.clone(),
+                Posted {
+                    key,
+                    amount,
+                    fee,
+                    currency: currency?,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Whether a history row of `owner` with this type and reference, moving money in the
+/// direction of `debit`, already has its posting: a local operation then posts nothing.
+pub async fn row_posted_for(
+    db: impl PgExecutor<'_>,
+    owner: &Owner,
+    kind: &str,
+    reference: &str,
+    debit: bool,
+) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        r#"
+        SELECT EXISTS (
+            SELECT 1 FROM provider_transactions
+             WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')
+               AND kind = $3 AND reference = $4 AND (amount < 0) = $5 AND ledger_state = 'posted')
+        "#,
+    )
+    .bind(owner.kind())
+    .bind(owner.external_user_id())
+    .bind(kind)
+    .bind(reference)
+    .bind(debit)
+    .fetch_one(db)
+    .await?)
+}
+
+/// A history row that could not be decoded, kept as P100 sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecodableRow {
+    /// P100's id, when the row had a readable one.
+    pub provider_tx_id: Option<String>,
+    /// The row as received.
+    pub payload: serde_json::Value,
+    /// Hash of the payload's canonical form.
+    pub payload_hash: String,
+    /// Why it could not be decoded.
+    pub error: String,
+}
+
+/// Keeps undecodable rows (once per distinct payload); returns how many were new.
+pub async fn store_undecodable(
+    conn: &mut PgConnection,
+    owner: &Owner,
+    rows: &[UndecodableRow],
+) -> Result<u64, Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // One row per distinct payload: an upsert may touch a row only once per statement.
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<&UndecodableRow> = rows
+        .iter()
+        .filter(|r| seen.insert(r.payload_hash.as_str()))
+        .collect();
+    let ids: Vec<Option<&str>> = rows.iter().map(|r| r.provider_tx_id.as_deref()).collect();
+    let payloads: Vec<&serde_json::Value> = rows.iter().map(|r| &r.payload).collect();
+    let hashes: Vec<&str> = rows.iter().map(|r| r.payload_hash.as_str()).collect();
+    let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();
+    let new: i64 = sqlx::query_scalar(
+        r#"
+        WITH up AS (
+            INSERT INTO provider_transactions_undecodable
+                (owner_kind, external_user_id, provider_tx_id, payload, payload_hash, error)
+            SELECT $1, $2, u.id, u.payload, u.hash, u.error
+              FROM UNNEST($3::text[], $4::jsonb[], $5::text[], $6::text[]) AS u(id, payload, hash, error)
+            ON CONFLICT (owner_kind, external_user_id, payload_hash) DO UPDATE SET last_seen_at = now()
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted) FROM up
+        "#,
+    )
+    .bind(owner.kind())
+    .bind(owner.external_user_id())
+    .bind(&ids)
+    .bind(&payloads)
+    .bind(&hashes)
+    .bind(&errors)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(new as u64)
 }
 
 /// Marks transactions seen again without change.

@@ -141,6 +141,7 @@ pub async fn rows_to_match(
           FROM provider_transactions
          WHERE status = 'PENDING'
             OR (status = 'COMPLETED' AND ledger_state <> 'posted')
+            OR (ledger_state = 'posted' AND status NOT IN ('PENDING', 'COMPLETED', 'FAILED'))
             OR (kind IN ('SEPA_TRANSFER', 'EXCHANGE') AND last_seen_at > $1)
             OR reference = ANY($2)
             OR provider_tx_id IN (SELECT subject FROM discrepancies WHERE state <> 'resolved' AND subject IS NOT NULL)

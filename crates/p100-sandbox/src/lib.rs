@@ -111,6 +111,16 @@ struct Inner {
     faults: Mutex<FaultSet>,
     stats: Mutex<Stats>,
     api_key: RwLock<String>,
+    rate_limit: Mutex<RateWindow>,
+}
+
+/// The server-side rate limit (`--rate-limit R`): at most `limit` requests admitted per
+/// wall-clock second; the rest get 429 with `Retry-After: 1`.
+#[derive(Debug, Default)]
+struct RateWindow {
+    limit: Option<u32>,
+    second: i64,
+    admitted: u32,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -144,6 +154,7 @@ impl Sandbox {
                 faults: Mutex::new(set),
                 stats: Mutex::new(Stats::default()),
                 api_key: RwLock::new(api_key.unwrap_or_else(|| DEFAULT_API_KEY.into())),
+                rate_limit: Mutex::new(RateWindow::default()),
             }),
         }
     }
@@ -286,6 +297,33 @@ impl Sandbox {
         let now = st.now();
         st.tick(now);
         f(&mut st, now)
+    }
+
+    /// Admits at most `per_second` requests per wall-clock second (429 with `Retry-After: 1`
+    /// above it), like a P100 that enforces a rate limit. `None` lifts the limit.
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        lock(&self.inner.rate_limit).limit = per_second;
+    }
+
+    /// Whether one more request may be served now under the rate limit.
+    pub(crate) fn admit(&self) -> bool {
+        let mut w = lock(&self.inner.rate_limit);
+        let Some(limit) = w.limit else {
+            return true;
+        };
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if w.second != second {
+            w.second = second;
+            w.admitted = 0;
+        }
+        if w.admitted < limit {
+            w.admitted += 1;
+            true
+        } else {
+            false
+        }
     }
 
     pub(crate) fn with_stats<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> R {

@@ -79,18 +79,85 @@ impl Balances {
     }
 }
 
-/// One page of transaction history (assumed contract, SPEC §8).
+/// One page of transaction history (assumed contract, SPEC §8). A row that cannot be decoded
+/// does not fail its page: it is kept as P100 sent it in `undecodable`, so the caller can
+/// store and flag it while the rest of the page and the history go on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "RawTransactionPage")]
 pub struct TransactionPage {
     /// Rows ordered by `updatedAt`, then `id`.
     pub transactions: Vec<Transaction>,
+    /// Rows that could not be decoded, in page order.
+    pub undecodable: Vec<UndecodableTransaction>,
     /// Page number, from 1.
     pub page: u32,
     /// Page size asked for.
     pub size: u32,
     /// Rows matching the filter, over all pages.
     pub total: u64,
+}
+
+impl TransactionPage {
+    /// Rows on the page, decoded or not.
+    pub fn rows(&self) -> usize {
+        self.transactions.len() + self.undecodable.len()
+    }
+}
+
+/// A history row that is not a valid transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecodableTransaction {
+    /// The row as received.
+    pub raw: serde_json::Value,
+    /// Its `id`, when that field at least was a string.
+    pub id: Option<String>,
+    /// Its `updatedAt`, when that field at least was readable.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Why it could not be decoded.
+    pub error: String,
+}
+
+#[derive(Deserialize)]
+struct RawTransactionPage {
+    // Kept as text and decoded row by row: going through `Value` would lose the literal
+    // form of amounts that `amount::de` reads.
+    transactions: Vec<Box<serde_json::value::RawValue>>,
+    page: u32,
+    size: u32,
+    total: u64,
+}
+
+impl From<RawTransactionPage> for TransactionPage {
+    fn from(raw: RawTransactionPage) -> Self {
+        let mut transactions = Vec::with_capacity(raw.transactions.len());
+        let mut undecodable = Vec::new();
+        for text in raw.transactions {
+            match serde_json::from_str::<Transaction>(text.get()) {
+                Ok(t) => transactions.push(t),
+                Err(e) => {
+                    let row: serde_json::Value = serde_json::from_str(text.get())
+                        .unwrap_or_else(|_| serde_json::Value::String(text.get().to_owned()));
+                    undecodable.push(UndecodableTransaction {
+                        id: row.get("id").and_then(|v| v.as_str()).map(str::to_owned),
+                        updated_at: row
+                            .get("updatedAt")
+                            .and_then(|v| v.as_str())
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.with_timezone(&Utc)),
+                        error: e.to_string(),
+                        raw: row,
+                    })
+                }
+            }
+        }
+        TransactionPage {
+            transactions,
+            undecodable,
+            page: raw.page,
+            size: raw.size,
+            total: raw.total,
+        }
+    }
 }
 
 /// One transaction-history row.

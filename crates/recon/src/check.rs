@@ -512,6 +512,19 @@ pub fn check_transactions(
                     ),
                 ))
             }
+            // A status we do not know on a row the ledger holds as settled: whether the money
+            // still moved cannot be told, so a person must look.
+            status
+                if r.posted && !matches!(status, "COMPLETED" | "PENDING" | "FAILED") =>
+            {
+                out.findings.push(finding(
+                    Class::StatusMismatch,
+                    format!(
+                        "P100 now reports status {status:?} for transaction {}, which the ledger holds as posted",
+                        r.id
+                    ),
+                ))
+            }
             "PENDING" if age(now, r.updated_at) > rules.stale_after => out.findings.push(finding(
                 Class::StalePending,
                 format!(

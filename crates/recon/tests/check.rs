@@ -345,3 +345,17 @@ fn in_flight_counts_a_pending_row_and_its_tracked_transfer_once() {
         ]
     );
 }
+
+#[test]
+fn an_unknown_status_on_a_posted_row_is_a_status_mismatch() {
+    let mut odd = row("x-1", "DEPOSIT", "CHARGEBACK_REQUESTED", "40", None);
+    odd.posted = true;
+    let unposted = row("x-2", "DEPOSIT", "SOMETHING_NEW", "5", None);
+    let check = check_transactions(&[odd, unposted], &[], now(), TxRules::default());
+    let found: Vec<(Class, &str)> = check
+        .findings
+        .iter()
+        .map(|f| (f.class, f.subject.as_str()))
+        .collect();
+    assert_eq!(found, vec![(Class::StatusMismatch, "x-1")]);
+}

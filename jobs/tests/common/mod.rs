@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use jobs::JobContext;
+use ledger::Owner;
 use p100_sandbox::{RunningSandbox, Sandbox, Scenario, TxSpec};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -48,4 +49,21 @@ pub async fn start(pool: &PgPool, scenario: Scenario) -> (RunningSandbox, JobCon
         report_dir: std::env::temp_dir(),
     };
     (sandbox, ctx)
+}
+
+/// Every P100 balance of `owner` equals the ledger's maintained balance.
+pub async fn ledger_matches_p100(pool: &PgPool, client: &p100::Client, owner: &Owner) {
+    let p100_balances = client
+        .balances(&jobs::balances::scope_of(owner))
+        .await
+        .unwrap();
+    let ledger = ledger::balances::current(pool, owner).await.unwrap();
+    for b in p100_balances.all() {
+        let ours = ledger
+            .iter()
+            .find(|l| l.currency == b.name.as_str())
+            .map(|l| l.amount)
+            .unwrap_or_default();
+        assert_eq!(ours, b.amount, "{owner} {}", b.name);
+    }
 }

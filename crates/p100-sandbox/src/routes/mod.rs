@@ -123,6 +123,13 @@ async fn p100_layer(
         req
     };
 
+    if !sb.admit() {
+        let rejected = fault_response(&FaultKind::RateLimit {
+            retry_after_seconds: 1,
+        });
+        sb.with_stats(|s| s.record_response(rejected.status().as_str()));
+        return rejected;
+    }
     let decision = sb.with_faults(|f| f.decide(&method, &path));
     let fired = decision.before.is_some()
         || decision.after.is_some()

@@ -298,3 +298,41 @@ async fn after_handler_faults_hide_an_outcome_that_happened() {
         Some(&2)
     );
 }
+
+#[tokio::test]
+async fn the_rate_limit_admits_r_requests_a_second_and_answers_429_above_it() {
+    let sandbox = Sandbox::from_scenario(scenario());
+    sandbox.set_rate_limit(Some(20));
+    let env = Env::start(sandbox).await;
+    // 60 requests as fast as possible: each wall-clock second the server sees admits at most
+    // 20, so over the seconds this spans no more than 20 per second touched got through.
+    let started = Instant::now();
+    let (mut admitted, mut rejected) = (0u64, 0u64);
+    for _ in 0..60 {
+        let r = raw_get(&env, "/v1/partner/balances").await.unwrap();
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                rejected += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // A run of e whole seconds touches at most e + 2 wall-clock seconds.
+    let elapsed = started.elapsed();
+    let seconds_touched = elapsed.as_secs() + 2;
+    assert!(
+        admitted <= 20 * seconds_touched,
+        "{admitted} admitted in {elapsed:?}"
+    );
+    if elapsed < Duration::from_secs(1) {
+        assert!(
+            rejected >= 20,
+            "only {rejected} of 60 rejected in {elapsed:?}"
+        );
+    }
+    env.running.sandbox().set_rate_limit(None);
+    let r = raw_get(&env, "/v1/partner/balances").await.unwrap();
+    assert_eq!(r.status(), 200, "lifting the limit admits again");
+}

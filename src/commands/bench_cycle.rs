@@ -1,0 +1,447 @@
+//! `p100-recon bench cycle` (SPEC §9.1): one full cycle of generated owners through real
+//! daemon processes against the sandbox with a server-side rate limit, measured against the
+//! lower bound of P100 calls the cycle needs.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jobs::kinds::Kind;
+use ledger::Owner;
+use p100_sandbox::{PartnerSpec, Scenario, TxSpec, UserSpec};
+use rust_decimal::Decimal;
+
+use crate::UsageError;
+use crate::cli::BenchCycleArgs;
+use crate::settings::Settings;
+
+const CURRENCIES: [&str; 3] = ["eur", "btc", "usdc"];
+/// Rows per history page the daemon asks for (P100's maximum).
+const PAGE: u64 = p100::MAX_PAGE_SIZE as u64;
+/// One user in this many has a balance P100 changed behind our back (a designed drift).
+const DRIFT_EVERY: usize = 50;
+/// One user in this many has a long history spanning several pages.
+const LONG_EVERY: usize = 97;
+
+pub async fn run(settings: &Settings, args: BenchCycleArgs) -> anyhow::Result<ExitCode> {
+    if args.users == 0 || args.rps == 0 || args.replicas == 0 {
+        return Err(UsageError("--users, --rps and --replicas must be at least 1".into()).into());
+    }
+    if args.rps < args.replicas as u32 {
+        return Err(UsageError(
+            "--rps must be at least --replicas (each gets rps / replicas)".into(),
+        )
+        .into());
+    }
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let line =
+        super::bench::in_scratch_database(
+            url,
+            |scratch| async move { cycle_in(&scratch, &args).await },
+        )
+        .await?;
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SplitMix64: a deterministic stream per (seed, user) without a dependency.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn user_id(u: usize) -> String {
+    format!("cycle-{u:06}")
+}
+
+/// One generated history row: deposits first (so balances stay positive), then debits;
+/// 1 in 25 FAILED (never in the balance). No SEPA or exchange rows: without local operations
+/// they would be genuine `missing_locally` findings, not designed ones.
+fn row(seed: u64, u: u64, k: u64, currency: &str) -> TxSpec {
+    let h = mix(seed, u, k);
+    let scale = if currency == "btc" {
+        Decimal::new(1, 5)
+    } else {
+        Decimal::new(1, 2)
+    };
+    let units = Decimal::from(100 + h % 50_000);
+    let (kind, sign, fee) = match (k, h >> 20 & 7) {
+        (0..=2, _) | (_, 0..=2) => ("DEPOSIT", 1, Decimal::ZERO),
+        (_, 3) => ("CARD", -1, Decimal::ZERO),
+        (_, 4) => ("WITHDRAWAL", -1, scale * Decimal::from(25)),
+        (_, 5) => ("FEE", -1, Decimal::ZERO),
+        _ => (
+            "INTERNAL_TRANSFER",
+            if h & 1 == 0 { 1 } else { -1 },
+            Decimal::ZERO,
+        ),
+    };
+    // Debits are a twentieth of a deposit's size, in the currency's minor unit.
+    let amount = (units * scale / Decimal::from(if sign < 0 { 20 } else { 1 }))
+        .round_dp(scale.scale())
+        .max(scale)
+        * Decimal::from(sign);
+    TxSpec {
+        kind: kind.into(),
+        status: if (h >> 40).is_multiple_of(25) {
+            "FAILED"
+        } else {
+            "COMPLETED"
+        }
+        .into(),
+        currency: currency.into(),
+        amount,
+        fee,
+        ..TxSpec::default()
+    }
+}
+
+/// The generated world and what the cycle must find in it.
+struct World {
+    scenario: Scenario,
+    /// History rows per owner, for the lower bound.
+    rows: Vec<(Owner, u64)>,
+    /// (user, currency) whose P100 balance is drifted on purpose.
+    drifted: Vec<(String, String)>,
+}
+
+fn generate(users: usize, seed: u64) -> World {
+    let mut world = World {
+        scenario: Scenario {
+            partner: PartnerSpec {
+                transactions: (0..150)
+                    .map(|k| row(seed, u64::MAX, k, CURRENCIES[k as usize % 3]))
+                    .collect(),
+                ..PartnerSpec::default()
+            },
+            ..Scenario::default()
+        },
+        rows: vec![(Owner::Partner, 150)],
+        drifted: Vec::new(),
+    };
+    for u in 0..users {
+        let h = mix(seed, u as u64, u64::MAX);
+        let currencies: Vec<String> = CURRENCIES[..1 + (h % 3) as usize]
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let n = if u % LONG_EVERY == LONG_EVERY - 1 {
+            150 + h % 101
+        } else {
+            (h >> 8) % 61
+        };
+        let transactions: Vec<TxSpec> = (0..n)
+            .map(|k| {
+                row(
+                    seed,
+                    u as u64,
+                    k,
+                    &currencies[(k as usize) % currencies.len()],
+                )
+            })
+            .collect();
+        let id = user_id(u);
+        if u % DRIFT_EVERY == DRIFT_EVERY / 2 {
+            world.drifted.push((id.clone(), currencies[0].clone()));
+        }
+        world.rows.push((Owner::User(id.clone()), n));
+        world.scenario.users.push(UserSpec {
+            external_user_id: id,
+            currencies,
+            transactions,
+            ..UserSpec::default()
+        });
+    }
+    world
+}
+
+/// A folder for the daemons' schedule file and reports, removed at the end.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<ScratchDir> {
+        let path =
+            std::env::temp_dir().join(format!("p100-recon-bench-cycle-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One daemon process of the cycle; killed if the benchmark ends early.
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some((kb / 1024.0 * 10.0).round() / 10.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The cycle's daemons run only the kinds the cycle uses, and no periodic schedules: the
+/// benchmark enqueues the work itself, so sweeps and KYC polls do not spend the budget.
+const SCHEDULE: &str = r#"
+[kinds.tx_sync]
+timeout = "30m"
+max_attempts = 8
+concurrency = "budget"
+backoff_base = "2s"
+backoff_max = "1m"
+
+[kinds.reconcile]
+timeout = "4h"
+max_attempts = 3
+concurrency = 1
+
+[kinds.report]
+timeout = "10m"
+max_attempts = 3
+concurrency = 1
+"#;
+
+async fn start_daemon(
+    url: &str,
+    sandbox: &str,
+    per_replica_rps: u32,
+    dir: &Path,
+) -> anyhow::Result<(Daemon, u16)> {
+    let port = free_port()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "daemon",
+            "--kinds",
+            "tx_sync,reconcile,report",
+            "--schedule",
+        ])
+        .arg(dir.join("schedule.toml"))
+        .env("DATABASE_URL", url)
+        .env("P100_BASE_URL", sandbox)
+        .env("P100_API_KEY", p100_sandbox::DEFAULT_API_KEY)
+        .env_remove("P100_API_KEY_FILE")
+        .env("P100_MAX_RPS", per_replica_rps.to_string())
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("REPORT_DIR", dir.join("reports"))
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("BENCH_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .context("cannot start a daemon")?;
+    let daemon = Daemon { child };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The HTTP endpoint listens once the daemon has checked its credentials and migrated.
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "a daemon did not come up in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((daemon, port))
+}
+
+/// Waits until no job of `kind` is live; fails on a dead one.
+async fn drain(pool: &ledger::PgPool, kind: Kind, daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    loop {
+        let (live, dead): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state IN ('pending', 'failed', 'running')),
+                    count(*) FILTER (WHERE state = 'dead')
+               FROM jobs WHERE kind = $1",
+        )
+        .bind(kind.name())
+        .fetch_one(pool)
+        .await?;
+        anyhow::ensure!(dead == 0, "{dead} {} jobs went dead", kind.name());
+        if live == 0 {
+            return Ok(());
+        }
+        for d in daemons.iter_mut() {
+            if let Some(status) = d.child.try_wait()? {
+                anyhow::bail!("a daemon exited during the cycle ({status})");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn deadlocks(pool: &ledger::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json::Value> {
+    let pool = crate::db::connect(url, 4).await?;
+    crate::db::migrate(&pool).await?;
+    let world = generate(args.users, args.seed);
+    let sandbox = p100_sandbox::Sandbox::from_scenario(world.scenario)
+        .spawn()
+        .await?;
+    for (user, currency) in &world.drifted {
+        sandbox
+            .sandbox()
+            .add_drift(user, currency, Decimal::new(123, 2))
+            .map_err(|e| anyhow::anyhow!("designing a drift: {e}"))?;
+    }
+    let ids: Vec<String> = (0..args.users).map(user_id).collect();
+    ledger::users::track(
+        &pool,
+        &ids,
+        "bench",
+        ledger::intake::FirstJob::QueuedByCaller,
+    )
+    .await?;
+
+    let dir = ScratchDir::new()?;
+    std::fs::write(dir.path().join("schedule.toml"), SCHEDULE)?;
+    let per_replica = args.rps / args.replicas as u32;
+    let mut daemons = Vec::new();
+    for _ in 0..args.replicas {
+        daemons.push(
+            start_daemon(url, &sandbox.base_url(), per_replica, dir.path())
+                .await?
+                .0,
+        );
+    }
+    // The daemons' start-up credential checks are not part of the cycle.
+    sandbox.sandbox().set_rate_limit(Some(args.rps));
+    sandbox.sandbox().reset_stats();
+    let deadlocks_before = deadlocks(&pool).await?;
+    let schedule = jobs::schedule::ScheduleFile::parse(SCHEDULE, "bench")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let started = Instant::now();
+    let syncs: Vec<queue::NewJob> = world
+        .rows
+        .iter()
+        .map(|(owner, _)| {
+            let args = match owner {
+                Owner::Partner => serde_json::json!({ "partner": true }),
+                Owner::User(id) => serde_json::json!({ "user": id }),
+            };
+            jobs::enqueue::new_job(Kind::TxSync, args, &schedule, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for chunk in syncs.chunks(5_000) {
+        queue::store::enqueue_many(&pool, chunk).await?;
+    }
+    drain(&pool, Kind::TxSync, &mut daemons).await?;
+    let synced_at = started.elapsed();
+    let reconcile = jobs::enqueue::new_job(
+        Kind::Reconcile,
+        serde_json::json!({ "report": true }),
+        &schedule,
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    jobs::enqueue::enqueue(&pool, &reconcile).await?;
+    drain(&pool, Kind::Reconcile, &mut daemons).await?;
+    drain(&pool, Kind::Report, &mut daemons).await?;
+    let wall = started.elapsed().as_secs_f64();
+
+    let peak_rss_mb = daemons
+        .iter()
+        .filter_map(Daemon::peak_rss_mb)
+        .fold(0.0_f64, f64::max);
+    drop(daemons);
+    let stats = sandbox.sandbox().request_stats();
+    let route = |key: &str| stats.by_route.get(key).copied().unwrap_or(0);
+    let calls = route("GET /v1/partner/balances")
+        + route("GET /v1/user/balances")
+        + route("GET /v1/partner/transactions")
+        + route("GET /v1/user/transactions");
+    let http429 = stats.responses.get("429").copied().unwrap_or(0);
+    let lower_bound: u64 = world
+        .rows
+        .iter()
+        .map(|(_, rows)| 1 + rows.div_ceil(PAGE).max(1))
+        .sum();
+    let deadlocks = deadlocks(&pool).await? - deadlocks_before;
+
+    let designed: BTreeSet<(Option<String>, String, String)> = world
+        .drifted
+        .iter()
+        .map(|(u, c)| (Some(u.clone()), c.clone(), "balance_mismatch".to_owned()))
+        .collect();
+    let found: BTreeSet<(Option<String>, String, String)> =
+        ledger::discrepancies::unresolved(&pool)
+            .await?
+            .into_iter()
+            .map(|d| {
+                (
+                    d.external_user_id,
+                    d.currency.or(d.subject).unwrap_or_default(),
+                    d.class,
+                )
+            })
+            .collect();
+    let admitted = stats.total.saturating_sub(http429);
+    let lower_bound_s = lower_bound as f64 / f64::from(args.rps);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(serde_json::json!({
+        "bench": "cycle",
+        "users": args.users,
+        "replicas": args.replicas,
+        "rps": args.rps,
+        "calls": calls,
+        "lower_bound_calls": lower_bound,
+        "efficiency": round(calls as f64 / lower_bound as f64),
+        "utilisation": round(admitted as f64 / wall / f64::from(args.rps)),
+        "wall_s": round(wall),
+        "sync_s": round(synced_at.as_secs_f64()),
+        "lower_bound_s": round(lower_bound_s),
+        "wall_ratio": round(wall / lower_bound_s),
+        "http429": http429,
+        "deadlocks": deadlocks,
+        "discrepancies_designed": designed.len(),
+        "discrepancies_found": found.len(),
+        "exact": designed == found,
+        "unexpected": found.difference(&designed).take(5).map(|(u, c, k)| format!("{} {c} {k}", u.as_deref().unwrap_or("partner"))).collect::<Vec<_>>(),
+        "missed": designed.difference(&found).take(5).map(|(u, c, k)| format!("{} {c} {k}", u.as_deref().unwrap_or("partner"))).collect::<Vec<_>>(),
+        "peak_rss_mb": peak_rss_mb,
+    }))
+}
