@@ -297,13 +297,17 @@ struct RawSchedule {
 /// Time a history page costs besides P100's answer: planning and committing it (measured by
 /// `bench ingest`: ~10k rows/s, so ~10 ms per 100-row page; doubled for a loaded database).
 const PAGE_APPLY: Duration = Duration::from_millis(20);
+/// Time a sync job costs besides its pages: claim, cursor read, end of run, acknowledgement
+/// (four round trips to a busy database; `bench cycle` at 200 requests/s ran 9 % short of
+/// the budget without it).
+const JOB_OVERHEAD: Duration = Duration::from_millis(20);
 
 /// Jobs that must be in flight so that sequential page reads keep a budget of `max_rps` busy:
-/// each job issues one request per `latency + PAGE_APPLY`, so `max_rps × (latency +
-/// PAGE_APPLY)` jobs saturate the budget (Little's law); twice that absorbs latency spikes and
-/// jobs between pages. The rate limiter, not this number, keeps the requests under the budget.
+/// a one-page job issues one request per `latency + PAGE_APPLY + JOB_OVERHEAD`, so `max_rps`
+/// times that many jobs saturate the budget (Little's law); twice that absorbs latency spikes.
+/// The rate limiter, not this number, keeps the requests under the budget.
 pub fn budget_concurrency(max_rps: u32, latency: Duration) -> usize {
-    let per_job = (latency + PAGE_APPLY).as_secs_f64();
+    let per_job = (latency + PAGE_APPLY + JOB_OVERHEAD).as_secs_f64();
     let needed = (f64::from(max_rps) * per_job * 2.0).ceil() as usize;
     needed.clamp(1, 512)
 }
@@ -402,8 +406,8 @@ mod tests {
         .unwrap();
         let mut sized = file.clone();
         sized.size_by_budget(200, Duration::from_millis(80));
-        // 200 requests/s × (80 ms + 20 ms) × 2 = 40 jobs in flight.
-        assert_eq!(sized.limits(Kind::TxSync).concurrency, 40);
+        // 200 requests/s × (80 ms + 20 ms + 20 ms) × 2 = 48 jobs in flight.
+        assert_eq!(sized.limits(Kind::TxSync).concurrency, 48);
         assert_eq!(
             sized.limits(Kind::KycPoll).concurrency,
             3,
@@ -411,6 +415,7 @@ mod tests {
         );
         let mut slow = file.clone();
         slow.size_by_budget(10, Duration::from_millis(500));
+        // 10 × (500 + 40 ms) × 2 = 10.8.
         assert_eq!(slow.limits(Kind::TxSync).concurrency, 11);
         let mut tiny = file;
         tiny.size_by_budget(1, Duration::from_millis(1));

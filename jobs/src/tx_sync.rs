@@ -462,7 +462,9 @@ pub async fn sync(
         };
         let page = client.transactions_page(&scope, &query, page_no).await?;
         let served = page.size.clamp(1, query.size) as usize;
-        let last = page.rows() < served;
+        // A short page ends the history; so does a page that reaches the `total` P100
+        // counted for this query (saves the empty request after a full last page).
+        let last = page.rows() < served || u64::from(page_no) * served as u64 >= page.total;
         let times = page
             .transactions
             .iter()

@@ -278,3 +278,50 @@ async fn many_owners_written_at_once_never_deadlock_and_end_exact(pool: PgPool) 
         common::ledger_matches_p100(&pool, client, &Owner::User(format!("stress-{u:04}"))).await;
     }
 }
+
+/// Two syncs of one owner started together (as the `tx_sync` job and a reconciliation's own
+/// sync can be), with a row that P100 flips COMPLETED → FAILED between their reads: whatever
+/// order their pages commit in, the newest version wins and its posting ends reversed.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn two_syncs_of_one_owner_at_once_end_with_the_flip_reversed(pool: PgPool) {
+    let flipping = TxSpec {
+        id: Some("flip-1".into()),
+        amount: dec("80.00"),
+        steps: vec![TxStep {
+            status: "FAILED".into(),
+            after_polls: Some(1),
+            after_seconds: None,
+        }],
+        ..TxSpec::default()
+    };
+    let mut transactions: Vec<TxSpec> = (0..150)
+        .map(|i| TxSpec {
+            amount: dec("1.00") + rust_decimal::Decimal::from(i),
+            ..TxSpec::default()
+        })
+        .collect();
+    transactions.insert(0, flipping);
+    let scenario = Scenario {
+        users: vec![UserSpec {
+            external_user_id: "twice".into(),
+            transactions,
+            ..UserSpec::default()
+        }],
+        ..Scenario::default()
+    };
+    let (_sandbox, ctx) = common::start(&pool, scenario).await;
+    let owner = Owner::User("twice".into());
+    let (a, b) = tokio::join!(sync(&ctx, &owner), sync(&ctx, &owner));
+    let ((), ()) = (a, b);
+
+    let (status, state): (String, String) = sqlx::query_as(
+        "SELECT status, ledger_state FROM provider_transactions WHERE provider_tx_id = 'flip-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), state.as_str()), ("FAILED", "reversed"));
+    common::ledger_matches_p100(&pool, ctx.p100.as_ref().unwrap(), &owner).await;
+    let (_, _, violations) = ledger::balances::verify(&pool).await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}

@@ -107,8 +107,8 @@ struct World {
     scenario: Scenario,
     /// History rows per owner, for the lower bound.
     rows: Vec<(Owner, u64)>,
-    /// (user, currency) whose P100 balance is drifted on purpose.
-    drifted: Vec<(String, String)>,
+    /// (user, currency, class expected) whose P100 balance is drifted on purpose.
+    drifted: Vec<(String, String, &'static str)>,
 }
 
 fn generate(users: usize, seed: u64) -> World {
@@ -148,7 +148,15 @@ fn generate(users: usize, seed: u64) -> World {
             .collect();
         let id = user_id(u);
         if u % DRIFT_EVERY == DRIFT_EVERY / 2 {
-            world.drifted.push((id.clone(), currencies[0].clone()));
+            // A user without history has no local account: its drift is an unknown account.
+            let class = if n == 0 {
+                "unknown_account"
+            } else {
+                "balance_mismatch"
+            };
+            world
+                .drifted
+                .push((id.clone(), currencies[0].clone(), class));
         }
         world.rows.push((Owner::User(id.clone()), n));
         world.scenario.users.push(UserSpec {
@@ -320,7 +328,7 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
     let sandbox = p100_sandbox::Sandbox::from_scenario(world.scenario)
         .spawn()
         .await?;
-    for (user, currency) in &world.drifted {
+    for (user, currency, _) in &world.drifted {
         sandbox
             .sandbox()
             .add_drift(user, currency, Decimal::new(123, 2))
@@ -390,10 +398,9 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
     drop(daemons);
     let stats = sandbox.sandbox().request_stats();
     let route = |key: &str| stats.by_route.get(key).copied().unwrap_or(0);
-    let calls = route("GET /v1/partner/balances")
-        + route("GET /v1/user/balances")
-        + route("GET /v1/partner/transactions")
-        + route("GET /v1/user/transactions");
+    let balance_calls = route("GET /v1/partner/balances") + route("GET /v1/user/balances");
+    let history_calls = route("GET /v1/partner/transactions") + route("GET /v1/user/transactions");
+    let calls = balance_calls + history_calls;
     let http429 = stats.responses.get("429").copied().unwrap_or(0);
     let lower_bound: u64 = world
         .rows
@@ -405,7 +412,7 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
     let designed: BTreeSet<(Option<String>, String, String)> = world
         .drifted
         .iter()
-        .map(|(u, c)| (Some(u.clone()), c.clone(), "balance_mismatch".to_owned()))
+        .map(|(u, c, class)| (Some(u.clone()), c.clone(), (*class).to_owned()))
         .collect();
     let found: BTreeSet<(Option<String>, String, String)> =
         ledger::discrepancies::unresolved(&pool)
@@ -433,6 +440,10 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
         "utilisation": round(admitted as f64 / wall / f64::from(args.rps)),
         "wall_s": round(wall),
         "sync_s": round(synced_at.as_secs_f64()),
+        // Where the time goes: the history phase and the reconciliation phase, each as
+        // requests admitted per second against the budget.
+        "sync_utilisation": round(history_calls as f64 / synced_at.as_secs_f64() / f64::from(args.rps)),
+        "reconcile_utilisation": round(balance_calls as f64 / (wall - synced_at.as_secs_f64()) / f64::from(args.rps)),
         "lower_bound_s": round(lower_bound_s),
         "wall_ratio": round(wall / lower_bound_s),
         "http429": http429,

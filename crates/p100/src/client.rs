@@ -1,13 +1,11 @@
 //! The HTTP client: one `reqwest::Client`, one rate limiter, one place that turns answers
 //! into values or classified errors.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::Stream;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode, header};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -78,7 +76,7 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     config: Config,
-    limiter: DefaultDirectRateLimiter,
+    limiter: crate::rate::RateLimit,
     /// Set by a 429: no request leaves before this instant.
     paused_until: Mutex<Option<Instant>>,
 }
@@ -93,8 +91,8 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds a client. The limiter admits requests evenly spaced at `max_rps` (burst of
-    /// one), so no one-second window ever sees more than `max_rps` requests.
+    /// Builds a client. The limiter ([`crate::rate`]) never lets more than `max_rps` requests
+    /// into any one-second window, and never sends a burst.
     pub fn new(config: Config) -> Result<Client, BuildError> {
         if config.api_key.is_empty() {
             return Err(BuildError::EmptyKey);
@@ -107,11 +105,10 @@ impl Client {
             .timeout(config.request_timeout)
             .user_agent(concat!("p100-recon/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let quota = Quota::per_second(config.max_rps).allow_burst(NonZeroU32::MIN);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
-                limiter: RateLimiter::direct(quota),
+                limiter: crate::rate::RateLimit::new(config.max_rps),
                 paused_until: Mutex::new(None),
                 config,
             }),

@@ -17,6 +17,7 @@ pub mod enums;
 mod error;
 pub mod model;
 mod paths;
+mod rate;
 
 pub use amount::Currency;
 pub use client::{BuildError, Client, HistoryQuery, MAX_PAGE_SIZE};
