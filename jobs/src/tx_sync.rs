@@ -429,8 +429,78 @@ struct SameInstantBlock {
 /// The smallest step of P100's `updatedAt` (assumption A3): the instant after a block.
 const TIME_STEP: chrono::Duration = chrono::Duration::milliseconds(1);
 
+/// Where the walk through a history stands: which request comes next.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    from: Option<DateTime<Utc>>,
+    block: Option<SameInstantBlock>,
+    page_no: u32,
+    block_restarts: usize,
+}
+
+impl Walk {
+    fn query(&self) -> HistoryQuery {
+        HistoryQuery {
+            from: self.block.map(|b| b.at).or(self.from),
+            to: self.block.map(|b| b.at),
+            size: p100::MAX_PAGE_SIZE,
+        }
+    }
+
+    /// Moves on past `page` (read with [`Walk::query`]); `false` when the history has ended.
+    /// Decided from the page alone, so the next request can leave while this page is stored.
+    fn advance(&mut self, page: &p100::model::TransactionPage) -> bool {
+        let served = page.size.clamp(1, p100::MAX_PAGE_SIZE) as usize;
+        // A short page ends the history; so does a page that reaches the `total` P100
+        // counted for this query (saves the empty request after a full last page).
+        let last = page.rows() < served || u64::from(self.page_no) * served as u64 >= page.total;
+        if let Some(b) = &mut self.block {
+            if b.total.is_some_and(|t| t != page.total) {
+                self.block_restarts += 1;
+                b.total = Some(page.total);
+                self.page_no = 1;
+            } else if last {
+                self.from = b.at.checked_add_signed(TIME_STEP);
+                self.block = None;
+                self.page_no = 1;
+            } else {
+                b.total = Some(page.total);
+                self.page_no += 1;
+            }
+            return true;
+        }
+        if last {
+            return false;
+        }
+        let times = page
+            .transactions
+            .iter()
+            .map(|t| t.updated_at)
+            .chain(page.undecodable.iter().filter_map(|u| u.updated_at));
+        match (times.clone().min(), times.max()) {
+            (Some(min), Some(max)) if min == max => {
+                self.block = Some(SameInstantBlock {
+                    at: max,
+                    total: None,
+                });
+                self.page_no = 1;
+            }
+            (_, Some(max)) => {
+                self.from = Some(max);
+                self.page_no = 1;
+            }
+            // Nothing on the page had a readable time: move on by page number.
+            (_, None) => self.page_no += 1,
+        }
+        true
+    }
+}
+
 /// Reads every page from the cursor minus the overlap and applies each. Pages applied before a
-/// failure stay applied (their cursor too), so the next run resumes from there.
+/// failure stay applied (their cursor too), so the next run resumes from there. The next page
+/// is requested while the current one is being stored (the walk depends on the page's
+/// content only), so P100's answer time and ours overlap; a page fetched ahead of a failed
+/// store is the only request that can be wasted.
 ///
 /// Paging cannot skip a row (assumption A3): each request starts at the latest `updatedAt`
 /// seen (inclusive), so a row that changes mid-run moves behind the read position and shifts
@@ -447,69 +517,44 @@ pub async fn sync(
     let cursor = ledger::provider::cursor(pool, owner).await?;
     let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
     let scope = crate::balances::scope_of(owner);
-    let mut from = cursor.map(|c| {
-        c.checked_sub_signed(overlap)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC)
-    });
-    let mut block: Option<SameInstantBlock> = None;
-    let mut page_no = 1;
+    let mut walk = Walk {
+        from: cursor.map(|c| {
+            c.checked_sub_signed(overlap)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        }),
+        block: None,
+        page_no: 1,
+        block_restarts: 0,
+    };
     let mut summary = SyncSummary::default();
+    let mut page = client
+        .transactions_page(&scope, &walk.query(), walk.page_no)
+        .await?;
     loop {
-        let query = HistoryQuery {
-            from: block.map(|b| b.at).or(from),
-            to: block.map(|b| b.at),
-            size: p100::MAX_PAGE_SIZE,
-        };
-        let page = client.transactions_page(&scope, &query, page_no).await?;
-        let served = page.size.clamp(1, query.size) as usize;
-        // A short page ends the history; so does a page that reaches the `total` P100
-        // counted for this query (saves the empty request after a full last page).
-        let last = page.rows() < served || u64::from(page_no) * served as u64 >= page.total;
-        let times = page
-            .transactions
-            .iter()
-            .map(|t| t.updated_at)
-            .chain(page.undecodable.iter().filter_map(|u| u.updated_at));
-        let (min, max) = (times.clone().min(), times.max());
+        let more = walk.advance(&page);
         let rows: Vec<ObservedTx> = page.transactions.iter().map(observe).collect();
         let undecodable = page.undecodable.iter().map(observe_undecodable).collect();
-        let stats = apply_page(pool, owner, rows, undecodable).await?;
+        let ahead = async {
+            if more {
+                Some(
+                    client
+                        .transactions_page(&scope, &walk.query(), walk.page_no)
+                        .await,
+                )
+            } else {
+                None
+            }
+        };
+        let (stored, fetched) = tokio::join!(apply_page(pool, owner, rows, undecodable), ahead);
+        let stats = stored?;
         summary.pages += 1;
         summary.totals.add(&stats);
-        if let Some(b) = &mut block {
-            if b.total.is_some_and(|t| t != page.total) {
-                summary.block_restarts += 1;
-                b.total = Some(page.total);
-                page_no = 1;
-            } else if last {
-                from = b.at.checked_add_signed(TIME_STEP);
-                block = None;
-                page_no = 1;
-            } else {
-                b.total = Some(page.total);
-                page_no += 1;
-            }
-            continue;
-        }
-        if last {
-            break;
-        }
-        match (min, max) {
-            (Some(min), Some(max)) if min == max => {
-                block = Some(SameInstantBlock {
-                    at: max,
-                    total: None,
-                });
-                page_no = 1;
-            }
-            (_, Some(max)) => {
-                from = Some(max);
-                page_no = 1;
-            }
-            // Nothing on the page had a readable time: move on by page number.
-            (_, None) => page_no += 1,
+        match fetched {
+            Some(next) => page = next?,
+            None => break,
         }
     }
+    summary.block_restarts = walk.block_restarts;
     ledger::provider::mark_synced(pool, owner).await?;
     Ok(summary)
 }

@@ -358,7 +358,7 @@ mod tests {
             "same key, no second posting"
         );
 
-        // Bypass the Rust check: the deferred trigger refuses at commit.
+        // Bypass the Rust check: the database refuses the statement.
         let mut tx = pool.begin().await.unwrap();
         let pid: i64 = sqlx::query_scalar("INSERT INTO ledger_postings (idempotency_key, source, description, effective_at) VALUES ('bad', 'local_operation', 'x', now()) RETURNING id").fetch_one(&mut *tx).await.unwrap();
         let account: i64 =
@@ -366,9 +366,9 @@ mod tests {
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
-        sqlx::query("INSERT INTO ledger_entries (posting_id, account_id, currency, amount, effective_at) VALUES ($1, $2, 'eur', 5, now())").bind(pid).bind(account).execute(&mut *tx).await.unwrap();
-        let err = tx.commit().await.unwrap_err().to_string();
+        let err = sqlx::query("INSERT INTO ledger_entries (posting_id, account_id, currency, amount, effective_at) VALUES ($1, $2, 'eur', 5, now())").bind(pid).bind(account).execute(&mut *tx).await.unwrap_err().to_string();
         assert!(err.contains("does not balance"), "{err}");
+        drop(tx);
 
         let err = sqlx::query("UPDATE ledger_entries SET amount = 1")
             .execute(&pool)
