@@ -110,7 +110,9 @@ impl AccountRef {
     }
 }
 
-/// Finds or creates the accounts; returns their ids.
+/// Finds or creates the accounts; returns their ids. Each account is found by an index probe
+/// (`ledger_accounts_owner_lookup`): matching owners with `IS NOT DISTINCT FROM` in a join
+/// scanned every account on every page (28 ms a page at 30,000 accounts).
 pub async fn ensure(
     conn: &mut PgConnection,
     refs: &[AccountRef],
@@ -139,9 +141,12 @@ pub async fn ensure(
     let rows: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
         r#"
         SELECT a.id, a.owner_kind, a.external_user_id, a.currency
-          FROM ledger_accounts a
-          JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, e, c)
-            ON a.owner_kind = u.k AND a.external_user_id IS NOT DISTINCT FROM u.e AND a.currency = u.c
+          FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, e, c)
+          CROSS JOIN LATERAL (
+              SELECT id, owner_kind, external_user_id, currency FROM ledger_accounts
+               WHERE owner_kind = u.k AND COALESCE(external_user_id, '') = COALESCE(u.e, '')
+                 AND currency = u.c
+               OFFSET 0) a
         "#,
     )
     .bind(&kinds)

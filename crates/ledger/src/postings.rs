@@ -384,6 +384,22 @@ mod tests {
         assert!(err.contains("append-only"), "{err}");
         let err = sqlx::query("INSERT INTO ledger_entries (posting_id, account_id, currency, amount, effective_at) SELECT id, $1, 'btc', 1, now() FROM ledger_postings LIMIT 1").bind(account).execute(&pool).await.unwrap_err().to_string();
         assert!(err.contains("does not match the currency"), "{err}");
+        // No foreign key (it made every writer lock the shared counter-accounts), yet an
+        // entry for a missing account is refused, and accounts are never removed.
+        let err = sqlx::query("INSERT INTO ledger_entries (posting_id, account_id, currency, amount, effective_at) SELECT id, 999999, 'eur', 1, now() FROM ledger_postings LIMIT 1").execute(&pool).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = sqlx::query("DELETE FROM ledger_accounts")
+            .execute(&pool)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never removed"), "{err}");
+        let err = sqlx::query("UPDATE ledger_accounts SET currency = 'btc'")
+            .execute(&pool)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never re-keyed"), "{err}");
     }
 
     #[sqlx::test(migrator = "crate::MIGRATOR")]
