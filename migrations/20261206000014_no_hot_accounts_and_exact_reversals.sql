@@ -51,12 +51,17 @@ ALTER TABLE provider_transactions
 CREATE UNIQUE INDEX provider_transactions_posting_key ON provider_transactions (posting_key)
     WHERE posting_key IS NOT NULL;
 
--- Rows already posted keep the key their posting was written under (the rule of the time:
--- exchange legs by lock and side, SEPA rows by transferId, everything else by P100's id).
--- Where two rows shared one such key, only the first stands for the posting; the others are
--- set back to unposted and flagged, so reconciliation shows them instead of hiding them.
+-- Rows already posted (or posted and reversed) are linked to the posting written for them under
+-- the rule of the time (exchange legs by lock and side, SEPA rows by transferId, everything
+-- else by P100's id; `:repost` after a re-completion), with the figures that posting really
+-- holds, read from its entries (not from the row, whose amount may have changed since).
+-- A posted row is linked only to a posting not reversed; where two rows shared one key, the
+-- row whose P100 id the posting carries wins, else the oldest row. Posted rows left without a
+-- posting are set back to unposted and flagged `shared_posting`; rows whose posting holds other
+-- figures than their current version are flagged `posted_figures_differ`. Reconciliation shows
+-- both instead of hiding them.
 WITH keyed AS (
-    SELECT id, CASE
+    SELECT id, provider_tx_id, ledger_state, CASE
         WHEN kind = 'EXCHANGE' AND reference IS NOT NULL THEN
             'exchange:' || CASE WHEN owner_kind = 'partner' THEN 'partner' ELSE 'user:' || external_user_id END
             || ':' || reference || ':' || CASE WHEN amount < 0 THEN 'from' ELSE 'to' END
@@ -67,15 +72,34 @@ WITH keyed AS (
             'p100:' || CASE WHEN owner_kind = 'partner' THEN 'partner' ELSE 'user:' || external_user_id END
             || ':' || provider_tx_id
         END || CASE WHEN 'reposted' = ANY(flags) THEN ':repost' ELSE '' END AS key
-      FROM provider_transactions WHERE ledger_state = 'posted'
-), first_per_key AS (
-    SELECT DISTINCT ON (k.key) k.id, k.key
-      FROM keyed k JOIN ledger_postings p ON p.idempotency_key = k.key
-     ORDER BY k.key, k.id
+      FROM provider_transactions WHERE ledger_state IN ('posted', 'reversed')
+), candidates AS (
+    SELECT k.id, k.key, p.id AS posting_id,
+           (p.provider_tx_id IS NOT DISTINCT FROM k.provider_tx_id) AS own
+      FROM keyed k
+      JOIN ledger_postings p ON p.idempotency_key = k.key
+     WHERE k.ledger_state = 'reversed'
+        OR NOT EXISTS (SELECT 1 FROM ledger_postings r WHERE r.reverses = p.id)
+), chosen AS (
+    SELECT DISTINCT ON (c.key) c.id, c.key, c.posting_id
+      FROM candidates c
+     ORDER BY c.key, c.own DESC, c.id
+), figures AS (
+    SELECT c.id, c.key,
+           COALESCE(sum(e.amount) FILTER (WHERE a.owner_kind IN ('partner', 'user', 'p100_fees')), 0) AS amount,
+           COALESCE(sum(e.amount) FILTER (WHERE a.owner_kind = 'p100_fees'), 0) AS fee,
+           min(a.currency) FILTER (WHERE a.owner_kind IN ('partner', 'user')) AS currency
+      FROM chosen c
+      JOIN ledger_entries e ON e.posting_id = c.posting_id
+      JOIN ledger_accounts a ON a.id = e.account_id
+     GROUP BY c.id, c.key
 )
 UPDATE provider_transactions t SET
-    posting_key = f.key, posted_amount = t.amount, posted_fee = t.fee, posted_currency = t.currency
-  FROM first_per_key f WHERE t.id = f.id;
+    posting_key = f.key, posted_amount = f.amount, posted_fee = f.fee, posted_currency = f.currency,
+    flags = CASE WHEN (t.amount, t.fee, t.currency) IS DISTINCT FROM (f.amount, f.fee, f.currency)
+                      AND NOT 'posted_figures_differ' = ANY(t.flags)
+                 THEN t.flags || '{posted_figures_differ}'::text[] ELSE t.flags END
+  FROM figures f WHERE t.id = f.id AND f.currency IS NOT NULL;
 UPDATE provider_transactions SET
     ledger_state = 'none',
     flags = CASE WHEN 'shared_posting' = ANY(flags) THEN flags ELSE flags || '{shared_posting}'::text[] END

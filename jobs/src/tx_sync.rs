@@ -205,9 +205,10 @@ fn plan_row(
         }
         ("COMPLETED", _, _) => {
             // A local operation may have posted this movement already: stand for it.
-            let local = mapping::local_operation_key(owner, tx)
-                .and_then(|key| adoptable.remove(&key))
-                .filter(|_| before.posted.is_none());
+            // Whenever the row holds no live posting (new, or reversed earlier): a local
+            // operation's posting is only adoptable while nothing else stands for it.
+            let local =
+                mapping::local_operation_key(owner, tx).and_then(|key| adoptable.remove(&key));
             match local {
                 Some(posted) if same_figures(&posted, tx) => RowLedger {
                     state: LedgerState::Posted,
@@ -391,6 +392,19 @@ pub async fn apply_page(
         "P100 transaction no longer completed as posted",
     )
     .await?;
+    // Every key planned is new (replays were recognised as unchanged): a key that exists
+    // already means the stored row and the ledger disagree, and recording the row as posted
+    // would hide a movement the ledger does not hold.
+    if posted != plan.postings.len() as u64 || reversed != plan.reversals.len() as u64 {
+        return Err(ledger::Error::Corrupt(format!(
+            "{owner}: {} of {} postings and {} of {} reversals were new; the stored rows do \
+             not match the ledger (a person must look before this history is synced on)",
+            posted,
+            plan.postings.len(),
+            reversed,
+            plan.reversals.len()
+        )));
+    }
     ledger::provider::store_undecodable(&mut tx, owner, &undecodable).await?;
     if let Some(at) = plan.max_updated_at {
         ledger::provider::advance_cursor(&mut tx, owner, at).await?;
@@ -449,12 +463,24 @@ impl Walk {
 
     /// Moves on past `page` (read with [`Walk::query`]); `false` when the history has ended.
     /// Decided from the page alone, so the next request can leave while this page is stored.
-    fn advance(&mut self, page: &p100::model::TransactionPage) -> bool {
+    fn advance(&mut self, page: &p100::model::TransactionPage) -> Result<bool, String> {
         let served = page.size.clamp(1, p100::MAX_PAGE_SIZE) as usize;
-        // A short page ends the history; so does a page that reaches the `total` P100
-        // counted for this query (saves the empty request after a full last page).
-        let last = page.rows() < served || u64::from(self.page_no) * served as u64 >= page.total;
+        // A short page ends the history. `total` is not trusted to end it: a stale or capped
+        // count would stop the walk early and silently (one empty request after a full last
+        // page is the price).
+        let last = page.rows() < served;
         if let Some(b) = &mut self.block {
+            if b.total.is_none() && page.rows() < served {
+                // The previous page showed a full page at this instant; `from = to = instant`
+                // showing fewer means `to` is not inclusive or times are finer than a
+                // millisecond (assumption A3 broken): stop rather than skip rows.
+                return Err(format!(
+                    "P100 served {} rows for updatedAt = {} after a full page of them: the \
+                     history paging contract (assumption A3) does not hold",
+                    page.rows(),
+                    b.at.to_rfc3339()
+                ));
+            }
             if b.total.is_some_and(|t| t != page.total) {
                 self.block_restarts += 1;
                 b.total = Some(page.total);
@@ -467,10 +493,10 @@ impl Walk {
                 b.total = Some(page.total);
                 self.page_no += 1;
             }
-            return true;
+            return Ok(true);
         }
         if last {
-            return false;
+            return Ok(false);
         }
         let times = page
             .transactions
@@ -492,7 +518,7 @@ impl Walk {
             // Nothing on the page had a readable time: move on by page number.
             (_, None) => self.page_no += 1,
         }
-        true
+        Ok(true)
     }
 }
 
@@ -531,7 +557,7 @@ pub async fn sync(
         .transactions_page(&scope, &walk.query(), walk.page_no)
         .await?;
     loop {
-        let more = walk.advance(&page);
+        let more = walk.advance(&page).map_err(SyncError::Contract)?;
         let rows: Vec<ObservedTx> = page.transactions.iter().map(observe).collect();
         let undecodable = page.undecodable.iter().map(observe_undecodable).collect();
         let ahead = async {
@@ -579,6 +605,9 @@ pub enum SyncError {
     /// Writing the ledger failed.
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    /// P100's answers break an assumption the sync relies on; a person must look.
+    #[error("{0}")]
+    Contract(String),
 }
 
 /// The job: one run of [`sync`].
@@ -614,5 +643,6 @@ pub async fn run(ctx: &JobContext, args: TxSyncArgs) -> Outcome {
         }
         Err(SyncError::P100(e)) => crate::p100_outcome::for_read_error(&e),
         Err(SyncError::Ledger(e)) => Outcome::retry(format!("syncing {owner}: {e}")),
+        Err(SyncError::Contract(e)) => Outcome::dead(format!("syncing {owner}: {e}")),
     }
 }

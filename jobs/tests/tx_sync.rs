@@ -866,3 +866,44 @@ async fn an_undecodable_row_is_kept_and_the_history_goes_on(pool: PgPool) {
     assert_eq!(id.as_deref(), Some("bad-1"));
     assert!(error.contains("ten") || error.contains("amount"), "{error}");
 }
+
+/// A row reversed earlier, a local operation (sepa_status) posting the movement meanwhile, then
+/// the row completing again: the row adopts the local posting; the money leaves once.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_reversed_row_completing_again_adopts_the_local_posting(pool: PgPool) {
+    let owner = Owner::User("u-adopt".into());
+    let row = with_ref(
+        version(1, "SEPA_TRANSFER", "COMPLETED", "eur", d("-20"), d("0"), 0),
+        Some("tr-5"),
+    );
+    apply_page(&pool, &owner, vec![row.clone()], vec![])
+        .await
+        .unwrap();
+    let pending = next(&row, "PENDING", d("-20"));
+    apply_page(&pool, &owner, vec![pending.clone()], vec![])
+        .await
+        .unwrap();
+    assert_eq!(owner_balance(&pool, &owner, "eur").await, Decimal::ZERO);
+    // sepa_status sees SUCCESSFUL and posts the movement under the transfer's key.
+    let key = jobs::mapping::local_operation_key(&owner, &row).unwrap();
+    let local = jobs::mapping::to_posting(&owner, &row, key)
+        .unwrap()
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::postings::post(&mut conn, &[local]).await.unwrap();
+    drop(conn);
+    apply_page(
+        &pool,
+        &owner,
+        vec![next(&pending, "COMPLETED", d("-20"))],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        owner_balance(&pool, &owner, "eur").await,
+        d("-20"),
+        "debited once"
+    );
+    verify_clean(&pool).await;
+}

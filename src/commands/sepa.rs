@@ -38,6 +38,9 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
                 ))
                 .into());
             };
+            // The owner's write lock before the transfer's row lock: the one order every
+            // writer uses (sepa_status takes them in this order too).
+            ledger::owner_lock::acquire(&mut tx, &t.owner()?).await?;
             let Some(t) = ledger::sepa::load_for_update(&mut tx, t.id).await? else {
                 anyhow::bail!("SEPA transfer {id} vanished");
             };
