@@ -405,7 +405,20 @@ pub async fn apply_page(
             plan.reversals.len()
         )));
     }
-    ledger::provider::store_undecodable(&mut tx, owner, &undecodable).await?;
+    let unreadable = ledger::provider::store_undecodable(&mut tx, owner, &undecodable).await?;
+    if unreadable > 0 {
+        // Kept raw in provider_transactions_undecodable; said whenever a page brings one not
+        // kept before, with P100's id and the reason (serde's, bounded at observe time).
+        metrics::counter!("p100_undecodable_rows_total").increment(unreadable);
+        for row in &undecodable {
+            tracing::warn!(
+                p100.transaction_id = row.provider_tx_id.as_deref().unwrap_or("(none)"),
+                error = %row.error,
+                "{owner}: P100 sent a history row that cannot be read; it is kept in \
+                 provider_transactions_undecodable and its movement is not in the ledger"
+            );
+        }
+    }
     if let Some(at) = plan.max_updated_at {
         ledger::provider::advance_cursor(&mut tx, owner, at).await?;
     }
