@@ -222,7 +222,12 @@ async fn cleanup(pool: &ledger::PgPool) -> anyhow::Result<()> {
 
 /// Peak resident memory of this process so far (VmHWM), in MB.
 pub(super) fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_mb_of("self")
+}
+
+/// Peak resident memory (VmHWM) of process `pid` (or `self`), in MB.
+pub(super) fn peak_rss_mb_of(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some((kb / 1024.0 * 10.0).round() / 10.0)

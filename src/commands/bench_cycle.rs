@@ -209,10 +209,7 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn peak_rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some((kb / 1024.0 * 10.0).round() / 10.0)
+        super::bench::peak_rss_mb_of(&self.child.id().to_string())
     }
 }
 

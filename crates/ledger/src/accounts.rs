@@ -90,16 +90,6 @@ impl AccountRef {
         }
     }
 
-    /// The owner whose write lock covers this account: mirror and hold accounts belong to
-    /// one owner; counter-accounts to nobody (they carry no maintained balance).
-    pub fn owner(&self) -> Option<Owner> {
-        match (self.kind, &self.external_user_id) {
-            (AccountKind::Partner | AccountKind::PartnerHold, _) => Some(Owner::Partner),
-            (AccountKind::User | AccountKind::UserHold, Some(id)) => Some(Owner::User(id.clone())),
-            _ => None,
-        }
-    }
-
     /// A counter-account in `currency`.
     pub fn counter(kind: AccountKind, currency: &str) -> AccountRef {
         AccountRef {

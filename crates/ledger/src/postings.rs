@@ -119,7 +119,9 @@ impl NewPosting {
     }
 }
 
-/// Writes postings whose keys are new; returns how many were written. Postings already
+/// Writes postings whose keys are new; returns how many were written. The caller holds the
+/// write lock of the owner whose accounts the postings touch ([`crate::owner_lock`]), taken
+/// first in its transaction. Postings already
 /// present (same key) are skipped, so replaying is a no-op.
 pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u64, Error> {
     if postings.is_empty() {
@@ -129,10 +131,6 @@ pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u6
         .iter()
         .flat_map(|p| p.entries.iter().map(|e| e.account.clone()))
         .collect();
-    // Callers take the lock first; taking it here too (a no-op then) keeps a caller that
-    // forgot from racing another writer of the same owner.
-    let owners: Vec<crate::Owner> = refs.iter().filter_map(AccountRef::owner).collect();
-    crate::owner_lock::acquire_all(conn, &owners).await?;
     let account_ids = accounts::ensure(conn, &refs).await?;
 
     let keys: Vec<&str> = postings.iter().map(|p| p.key.as_str()).collect();
@@ -198,7 +196,8 @@ pub async fn post(conn: &mut PgConnection, postings: &[NewPosting]) -> Result<u6
     Ok(inserted.len() as u64)
 }
 
-/// Reverses postings: for each (original key, reversal key, effective time), a new posting
+/// Reverses postings (the caller holds the owner's write lock, as for [`post`]): for each
+/// (original key, reversal key, effective time), a new posting
 /// with the original's entries negated, unless the reversal key exists already. Returns how
 /// many were written. An original that does not exist is an error, not a no-op.
 pub async fn reverse(
@@ -211,26 +210,6 @@ pub async fn reverse(
     }
     let originals: Vec<&str> = reversals.iter().map(|(o, _, _)| o.as_str()).collect();
     let keys: Vec<&str> = reversals.iter().map(|(_, r, _)| r.as_str()).collect();
-    let owner_columns: Vec<(String, Option<String>)> = sqlx::query_as(
-        r#"
-        SELECT DISTINCT a.owner_kind, a.external_user_id
-          FROM ledger_postings p
-          JOIN ledger_entries e ON e.posting_id = p.id
-          JOIN ledger_accounts a ON a.id = e.account_id
-         WHERE p.idempotency_key = ANY($1) AND a.balance IS NOT NULL
-        "#,
-    )
-    .bind(&originals)
-    .fetch_all(&mut *conn)
-    .await?;
-    let owners: Vec<crate::Owner> = owner_columns
-        .into_iter()
-        .map(|(kind, user)| match (kind.as_str(), user) {
-            (_, Some(id)) => crate::Owner::User(id),
-            _ => crate::Owner::Partner,
-        })
-        .collect();
-    crate::owner_lock::acquire_all(conn, &owners).await?;
     // Reversing a posting that does not exist would record nothing and let the caller believe
     // the money was taken back.
     let missing: Vec<String> = sqlx::query_scalar(

@@ -115,6 +115,8 @@ pub async fn track(
     currency: &str,
     first_job: crate::intake::FirstJob,
 ) -> Result<SepaTransfer, Error> {
+    // The hold is a posting for this owner: its write lock first, before any row is written.
+    crate::owner_lock::acquire(conn, owner).await?;
     let sql = format!(
         "INSERT INTO sepa_transfers (owner_kind, external_user_id, transfer_id, amount, currency, queued_at)
          VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END) RETURNING {COLUMNS}"
