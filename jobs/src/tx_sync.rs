@@ -343,7 +343,8 @@ pub fn observe_undecodable(row: &p100::model::UndecodableTransaction) -> Undecod
     }
 }
 
-/// Applies one page in one database transaction, cursor included. The owner's write lock is
+/// Applies the rows of one or more consecutive pages, in page order, in one database
+/// transaction, cursor included. The owner's write lock is
 /// taken first, so a second writer of the same owner (another sync, a SEPA settlement, an
 /// exchange posting) waits and then plans against what this one committed.
 pub async fn apply_page(
@@ -535,11 +536,17 @@ impl Walk {
     }
 }
 
-/// Reads every page from the cursor minus the overlap and applies each. Pages applied before a
-/// failure stay applied (their cursor too), so the next run resumes from there. The next page
-/// is requested while the current one is being stored (the walk depends on the page's
-/// content only), so P100's answer time and ours overlap; a page fetched ahead of a failed
-/// store is the only request that can be wasted.
+/// Pages stored in one transaction at most. When P100 answers faster than the ledger stores
+/// (a backfill, a generous budget), the pages already fetched are stored together: one owner
+/// lock, one round of statements and one commit for all of them. When P100 is the slower side
+/// each page arrives alone and is stored alone. Bounded so the owner's lock is held briefly.
+const MAX_PAGES_PER_COMMIT: usize = 8;
+
+/// Reads every page from the cursor minus the overlap and applies them in order. Pages
+/// applied before a failure stay applied (their cursor too), so the next run resumes from
+/// there. Fetching runs ahead of storing (the walk depends on each page's content only), so
+/// P100's answer time and ours overlap; the pages fetched ahead of a failed store (at most
+/// [`MAX_PAGES_PER_COMMIT`] and one in flight) are the only requests that can be wasted.
 ///
 /// Paging cannot skip a row (assumption A3): each request starts at the latest `updatedAt`
 /// seen (inclusive), so a row that changes mid-run moves behind the read position and shifts
@@ -565,35 +572,61 @@ pub async fn sync(
         page_no: 1,
         block_restarts: 0,
     };
-    let mut summary = SyncSummary::default();
-    let mut page = client
-        .transactions_page(&scope, &walk.query(), walk.page_no)
-        .await?;
-    loop {
-        let more = walk.advance(&page).map_err(SyncError::Contract)?;
-        let rows: Vec<ObservedTx> = page.transactions.iter().map(observe).collect();
-        let undecodable = page.undecodable.iter().map(observe_undecodable).collect();
-        let ahead = async {
-            if more {
-                Some(
-                    client
-                        .transactions_page(&scope, &walk.query(), walk.page_no)
-                        .await,
-                )
-            } else {
-                None
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel(MAX_PAGES_PER_COMMIT);
+    let fetch = async move {
+        loop {
+            let (item, more) = match client
+                .transactions_page(&scope, &walk.query(), walk.page_no)
+                .await
+            {
+                Ok(page) => match walk.advance(&page) {
+                    Ok(more) => (Ok(page), more),
+                    Err(e) => (Err(SyncError::Contract(e)), false),
+                },
+                Err(e) => (Err(SyncError::from(e)), false),
+            };
+            // A closed channel: storing failed, and what it said is the run's outcome.
+            if pages_tx.send(item).await.is_err() || !more {
+                break;
             }
-        };
-        let (stored, fetched) = tokio::join!(apply_page(pool, owner, rows, undecodable), ahead);
-        let stats = stored?;
-        summary.pages += 1;
-        summary.totals.add(&stats);
-        match fetched {
-            Some(next) => page = next?,
-            None => break,
         }
-    }
-    summary.block_restarts = walk.block_restarts;
+        walk.block_restarts
+    };
+    let store = async move {
+        let mut summary = SyncSummary::default();
+        while let Some(first) = pages_rx.recv().await {
+            let mut batch = vec![first?];
+            let mut failure = None;
+            while batch.len() < MAX_PAGES_PER_COMMIT {
+                match pages_rx.try_recv() {
+                    Ok(Ok(page)) => batch.push(page),
+                    Ok(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let rows: Vec<ObservedTx> = batch
+                .iter()
+                .flat_map(|p| p.transactions.iter().map(observe))
+                .collect();
+            let undecodable = batch
+                .iter()
+                .flat_map(|p| p.undecodable.iter().map(observe_undecodable))
+                .collect();
+            let stats = apply_page(pool, owner, rows, undecodable).await?;
+            summary.pages += batch.len();
+            summary.totals.add(&stats);
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(summary)
+    };
+    let (stored, block_restarts) = tokio::join!(store, fetch);
+    let mut summary = stored?;
+    summary.block_restarts = block_restarts;
     ledger::provider::mark_synced(pool, owner).await?;
     Ok(summary)
 }

@@ -312,28 +312,45 @@ async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_js
     }
     drop(sandbox);
 
-    // Baseline: the same rows COPYed into the same tables (as another owner, with fresh keys).
+    // Baseline: every row the sync wrote (transactions with what they posted, their version
+    // history, postings, entries) COPYed into the same tables, as another owner with fresh
+    // ids and keys, so the same constraints, indexes and triggers apply.
     let mut conn = pool.acquire().await?;
-    let offset: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM ledger_postings")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (postings_offset, tx_offset): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(max(id), 0) FROM ledger_postings), \
+                (SELECT COALESCE(max(id), 0) FROM provider_transactions)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let exports = [
         (
-"COPY (SELECT 'user', 'copy-baseline', provider_tx_id, kind, status, currency, amount, fee, reference, exchange_id, \
-                 created_at, updated_at, payload, payload_hash, ledger_state, flags FROM provider_transactions) TO STDOUT".to_owned(),
-            "COPY provider_transactions (owner_kind, external_user_id, provider_tx_id, kind, status, currency, amount, fee, \
-             reference, exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags) FROM STDIN",
+            format!(
+                "COPY (SELECT id + {tx_offset}, 'user', 'copy-baseline', provider_tx_id, kind, status, currency, amount, \
+                 fee, reference, exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags, \
+                 'copy:' || posting_key, posted_amount, posted_fee, posted_currency FROM provider_transactions) TO STDOUT"
+            ),
+            "COPY provider_transactions (id, owner_kind, external_user_id, provider_tx_id, kind, status, currency, amount, \
+             fee, reference, exchange_id, created_at, updated_at, payload, payload_hash, ledger_state, flags, \
+             posting_key, posted_amount, posted_fee, posted_currency) FROM STDIN",
         ),
         (
             format!(
-                "COPY (SELECT id + {offset}, 'copy:' || idempotency_key, source, provider_tx_id, provider_status, description, \
-                 effective_at FROM ledger_postings) TO STDOUT"
+                "COPY (SELECT provider_transaction_id + {tx_offset}, change, status, payload_hash, payload, \
+                 provider_updated_at FROM provider_transaction_events) TO STDOUT"
+            ),
+            "COPY provider_transaction_events (provider_transaction_id, change, status, payload_hash, payload, \
+             provider_updated_at) FROM STDIN",
+        ),
+        (
+            format!(
+                "COPY (SELECT id + {postings_offset}, 'copy:' || idempotency_key, source, provider_tx_id, provider_status, \
+                 description, effective_at FROM ledger_postings) TO STDOUT"
             ),
             "COPY ledger_postings (id, idempotency_key, source, provider_tx_id, provider_status, description, effective_at) FROM STDIN",
         ),
         (
             format!(
-                "COPY (SELECT posting_id + {offset}, account_id, currency, amount, effective_at FROM ledger_entries) TO STDOUT"
+                "COPY (SELECT posting_id + {postings_offset}, account_id, currency, amount, effective_at FROM ledger_entries) TO STDOUT"
             ),
             "COPY ledger_entries (posting_id, account_id, currency, amount, effective_at) FROM STDIN",
         ),
