@@ -514,6 +514,7 @@ async fn transactions_to_match(
             reference: r.reference,
             updated_at: r.updated_at,
             posted: r.posted,
+            unreadable: r.unreadable,
         })
         .filter(|r| covered.contains(&r.user))
         .collect();

@@ -217,3 +217,82 @@ async fn a_stale_pending_row_is_resolved_once_p100_completes_it(pool: PgPool) {
             .is_empty()
     );
 }
+
+/// A history row P100 sent in a form that cannot be read is a movement the ledger may lack: it
+/// is reported (with P100's id and the reason) until a readable version of it arrives.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_unreadable_history_row_is_reported_until_it_reads(pool: PgPool) {
+    let (_sandbox, ctx) = setup(&pool).await;
+    let owner = ledger::Owner::Partner;
+    let raw = serde_json::json!({"id": "bad-1", "type": "DEPOSIT", "status": "COMPLETED",
+        "currency": "EUR", "amount": "ten", "updatedAt": "2026-01-01T00:00:01Z"});
+    let mut conn = pool.acquire().await.unwrap();
+    ledger::provider::store_undecodable(
+        &mut conn,
+        &owner,
+        &[ledger::provider::UndecodableRow {
+            provider_tx_id: Some("bad-1".into()),
+            payload_hash: raw.to_string(),
+            payload: raw,
+            error: "amount: expected a decimal, got \"ten\"".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    let first = reconcile(&ctx, &partner_with_sync()).await.unwrap();
+    let found = ledger::discrepancies::unresolved(&pool).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| (
+                d.class.as_str(),
+                d.subject.as_deref(),
+                d.currency.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("missing_locally", Some("bad-1"), Some("eur"))],
+        "{first:?}"
+    );
+    let detail = serde_json::to_string(&found[0]).unwrap();
+    assert!(
+        detail.contains("cannot be read") && detail.contains("ten"),
+        "{detail}"
+    );
+
+    // P100 serves a readable version later: stored, posted, and the finding resolves itself.
+    let readable = ledger::provider::ObservedTx {
+        provider_tx_id: "bad-1".into(),
+        kind: "DEPOSIT".into(),
+        status: "COMPLETED".into(),
+        currency: "eur".into(),
+        amount: dec("10.00"),
+        fee: dec("0"),
+        reference: None,
+        exchange_id: None,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        payload: serde_json::json!({"id": "bad-1", "amount": "10.00"}),
+        payload_hash: "readable".into(),
+    };
+    jobs::tx_sync::apply_page(&pool, &owner, vec![readable], vec![])
+        .await
+        .unwrap();
+    let second = reconcile(
+        &ctx,
+        &ReconcileArgs {
+            partner: true,
+            ..ReconcileArgs::default()
+        },
+    )
+    .await
+    .unwrap();
+    let still: Vec<_> = ledger::discrepancies::unresolved(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.subject.as_deref() == Some("bad-1"))
+        .collect();
+    assert!(still.is_empty(), "{still:?} after {second:?}");
+}

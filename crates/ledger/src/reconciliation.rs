@@ -124,11 +124,16 @@ pub struct RowData {
     pub updated_at: DateTime<Utc>,
     /// Whether it has a posting.
     pub posted: bool,
+    /// Why P100's latest version of it could not be read (its movement is then unknown to the
+    /// ledger); `None` for a readable row.
+    pub unreadable: Option<String>,
 }
 
 /// History rows worth matching: pending ones, completed ones without a posting, operation
 /// rows (SEPA, exchange) seen since `since`, rows referencing `references`, and rows an
-/// unresolved discrepancy is about (so it can be found matching again).
+/// unresolved discrepancy is about (so it can be found matching again); and every row kept as
+/// undecodable that has not been seen readable since (its P100 id, or its payload hash when it
+/// had no readable id).
 pub async fn rows_to_match(
     db: impl PgExecutor<'_>,
     since: DateTime<Utc>,
@@ -137,7 +142,8 @@ pub async fn rows_to_match(
     Ok(sqlx::query_as(
         r#"
         SELECT external_user_id, provider_tx_id, kind, status,
-               currency, amount, fee, reference, updated_at, ledger_state = 'posted' AS posted
+               currency, amount, fee, reference, updated_at, ledger_state = 'posted' AS posted,
+               NULL::text AS unreadable
           FROM provider_transactions
          WHERE status = 'PENDING'
             OR (status = 'COMPLETED' AND ledger_state <> 'posted')
@@ -145,6 +151,18 @@ pub async fn rows_to_match(
             OR (kind IN ('SEPA_TRANSFER', 'EXCHANGE') AND last_seen_at > $1)
             OR reference = ANY($2)
             OR provider_tx_id IN (SELECT subject FROM discrepancies WHERE state <> 'resolved' AND subject IS NOT NULL)
+        UNION ALL
+        SELECT u.external_user_id, COALESCE(u.provider_tx_id, 'unreadable:' || left(u.payload_hash, 16)),
+               COALESCE(left(u.payload->>'type', 64), ''), COALESCE(left(u.payload->>'status', 64), ''),
+               COALESCE(lower(left(u.payload->>'currency', 16)), ''), 0, 0, NULL, u.last_seen_at, false,
+               u.error
+          FROM provider_transactions_undecodable u
+         WHERE NOT EXISTS (
+               SELECT 1 FROM provider_transactions t
+                WHERE t.owner_kind = u.owner_kind
+                  AND COALESCE(t.external_user_id, '') = COALESCE(u.external_user_id, '')
+                  AND t.provider_tx_id = u.provider_tx_id
+                  AND t.last_seen_at > u.last_seen_at)
         "#,
     )
     .bind(since)

@@ -209,6 +209,9 @@ pub struct ProviderRow {
     pub updated_at: DateTime<Utc>,
     /// Whether the ledger has a posting for it.
     pub posted: bool,
+    /// Why P100's latest version could not be read (`None` for a readable row): its movement
+    /// is unknown to the ledger, and a person must look at what P100 sent.
+    pub unreadable: Option<String>,
 }
 
 /// Which kind of local operation.
@@ -493,6 +496,17 @@ pub fn check_transactions(
             status: r.status.clone(),
             detail,
         };
+        if let Some(error) = &r.unreadable {
+            out.findings.push(finding(
+                Class::MissingLocally,
+                format!(
+                    "P100 sent transaction {} in a form that cannot be read ({error}); its movement \
+                     is not in the ledger (kept as sent in provider_transactions_undecodable)",
+                    r.id
+                ),
+            ));
+            continue;
+        }
         match r.status.as_str() {
             "COMPLETED" if !r.posted => out.findings.push(finding(
                 Class::MissingLocally,
@@ -548,7 +562,10 @@ pub fn in_flight(
     ops: &[LocalOp],
 ) -> BTreeMap<(Option<String>, String), Vec<InFlight>> {
     let mut out: BTreeMap<(Option<String>, String), BTreeMap<String, InFlight>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.status == "PENDING") {
+    for r in rows
+        .iter()
+        .filter(|r| r.status == "PENDING" && r.unreadable.is_none())
+    {
         let key = match (&r.kind[..], &r.reference) {
             ("SEPA_TRANSFER" | "EXCHANGE", Some(reference)) => reference.clone(),
             _ => r.id.clone(),

@@ -162,6 +162,7 @@ fn row(id: &str, kind: &str, status: &str, amount: &str, reference: Option<&str>
         reference: reference.map(str::to_owned),
         updated_at: at(2),
         posted: status == "COMPLETED",
+        unreadable: None,
     }
 }
 
