@@ -38,6 +38,11 @@ ENV REPORT_DIR=/var/lib/p100-recon/reports \
     HTTP_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
 EXPOSE 8080
-# Migrations are embedded in the binary; run `p100-recon migrate` as a deploy step.
+# Ready = every worker up and the database reachable (/readyz). The slim image has no curl:
+# bash's /dev/tcp speaks the one request. Assumes the default HTTP_ADDR port.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+# Migrations are embedded in the binary; run `p100-recon migrate` as a deploy step. Secrets:
+# P100_API_KEY_FILE pointing at a mounted secret (docs/security.md), never P100_API_KEY.
 ENTRYPOINT ["/usr/local/bin/p100-recon"]
-CMD ["daemon"]
+CMD ["daemon", "--schedule", "/etc/p100-recon/schedule.toml"]

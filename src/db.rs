@@ -3,21 +3,31 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use crate::settings::redact_url;
 
 /// Connects to Postgres; the error says which database could not be reached.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<ledger::PgPool> {
+    let shown = redact_url(url);
     let options: PgConnectOptions = url
         .parse()
-        .with_context(|| format!("invalid DATABASE_URL {}", redact_url(url)))?;
+        .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL {shown}: {e}"))?;
+    // One connection first: a refused port or a rejected password says so at once, where the
+    // pool would retry until its timeout and report only "pool timed out".
+    PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database at {shown}: {e}"))?
+        .close()
+        .await
+        .ok();
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .with_context(|| format!("cannot connect to the database at {}", redact_url(url)))
+        .with_context(|| format!("cannot connect to the database at {shown}"))
 }
 
 /// Applies the project's migrations.

@@ -56,10 +56,13 @@ pub struct RawSettings {
     pub http_addr: Option<String>,
     /// `LOG_FORMAT`: `human` or `json`.
     pub log_format: Option<String>,
+    /// `P100_PLAIN_HTTP_HOSTS`: hosts besides loopback that P100 may be reached at over plain
+    /// http (comma-separated; a sandbox on a private container network).
+    pub p100_plain_http_hosts: Option<String>,
 }
 
 /// Environment variable for each setting, in [`RawSettings`] field order.
-pub const ENV_NAMES: [&str; 11] = [
+pub const ENV_NAMES: [&str; 12] = [
     "DATABASE_URL",
     "P100_BASE_URL",
     "P100_API_KEY",
@@ -71,10 +74,11 @@ pub const ENV_NAMES: [&str; 11] = [
     "REPORT_DIR",
     "HTTP_ADDR",
     "LOG_FORMAT",
+    "P100_PLAIN_HTTP_HOSTS",
 ];
 
 impl RawSettings {
-    fn fields_mut(&mut self) -> [&mut Option<String>; 11] {
+    fn fields_mut(&mut self) -> [&mut Option<String>; 12] {
         [
             &mut self.database_url,
             &mut self.p100_base_url,
@@ -87,6 +91,7 @@ impl RawSettings {
             &mut self.report_dir,
             &mut self.http_addr,
             &mut self.log_format,
+            &mut self.p100_plain_http_hosts,
         ]
     }
 
@@ -175,6 +180,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// Hosts besides loopback P100 may be reached at over plain http.
+    pub p100_plain_http_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -197,15 +204,33 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-/// Hides a password in a database URL.
+/// Hides the secrets of a database URL: the `user:password@` part and any query parameter
+/// that carries one (`?password=`, `sslpassword=`). A URL that does not parse is not shown.
 pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = Url::parse(url) else {
+        return "(unparseable URL, not shown)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("redacted"));
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = k.to_ascii_lowercase().contains("password");
+                (
+                    k.into_owned(),
+                    if secret {
+                        "redacted".to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Where a value came from, for error messages.
@@ -347,6 +372,13 @@ impl Settings {
             report_dir: PathBuf::from(merged.report_dir.unwrap_or_else(|| "reports".to_owned())),
             http_addr,
             log_format,
+            p100_plain_http_hosts: merged
+                .p100_plain_http_hosts
+                .iter()
+                .flat_map(|hosts| hosts.split(','))
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
         })
     }
 
@@ -365,6 +397,7 @@ impl Settings {
         config.max_rps = self.p100_max_rps;
         config.connect_timeout = self.p100_connect_timeout;
         config.request_timeout = self.p100_timeout;
+        config.plain_http_hosts = self.p100_plain_http_hosts.clone();
         config
     }
 

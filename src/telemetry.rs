@@ -5,10 +5,12 @@ use tracing_subscriber::EnvFilter;
 use crate::settings::LogFormat;
 
 /// Level filter from `RUST_LOG`, else `level` for us and `warn` for chatty dependencies.
+/// sqlx's URL parser warns about a parameter it does not know with its value, which may be a
+/// password (`?sslpassword=`): errors only from there.
 fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},sqlx=warn,hyper=warn,reqwest=warn,apalis=warn,apalis_core=warn"
+            "{level},sqlx=warn,sqlx_postgres::options=error,hyper=warn,reqwest=warn,apalis=warn,apalis_core=warn"
         ))
     })
 }

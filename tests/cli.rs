@@ -92,6 +92,53 @@ fn an_unreachable_database_is_exit_1_and_names_it() {
     assert!(!err.contains("hunter2"), "the password leaked: {err}");
 }
 
+/// Security review: a password passed as a query parameter is not printed, and a refused port
+/// is named as such (not "pool timed out").
+#[test]
+fn a_database_url_password_in_the_query_is_never_printed() {
+    let (code, _, err) = run(bin().args([
+        "migrate",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/x?password=hunter2&sslpassword=hunter3",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !err.contains("hunter2") && !err.contains("hunter3"),
+        "a password leaked: {err}"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+}
+
+#[test]
+fn the_key_is_never_sent_over_plain_http_to_a_remote_host() {
+    let (code, _, err) = run(bin()
+        .args([
+            "balances",
+            "--partner",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/x",
+        ])
+        .env("P100_API_KEY", "k-secret-1")
+        .env("P100_BASE_URL", "http://partner-api.example.com"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("clear text"), "{err}");
+    assert!(!err.contains("k-secret-1"), "{err}");
+}
+
+#[test]
+fn a_delay_past_the_end_of_time_is_a_usage_error_not_a_panic() {
+    let (code, _, err) = run(bin().args([
+        "enqueue",
+        "noop",
+        "--at",
+        "99999999999h",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/x",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--at"), "{err}");
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies(
     pool: sqlx::PgPool,

@@ -107,7 +107,11 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
                 .safety_margin_seconds
                 .map_or(DEFAULT_SAFETY_MARGIN, Duration::from_secs);
             let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
-            if Utc::now() + margin >= ex.expires_at {
+            // A margin past the end of time means no lock is ever fresh enough.
+            if Utc::now()
+                .checked_add_signed(margin)
+                .is_none_or(|deadline| deadline >= ex.expires_at)
+            {
                 ledger::exchanges::transition(
                     &mut tx,
                     ex.id,

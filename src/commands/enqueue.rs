@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use jobs::kinds::Kind;
 use queue::JobState;
 
@@ -19,10 +19,12 @@ pub fn parse_at(text: &str) -> Result<DateTime<Utc>, UsageError> {
     jobs::schedule::parse_duration(text)
         .ok()
         .and_then(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| Utc::now() + d)
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .filter(|at| at.year() < 10_000)
         .ok_or_else(|| {
             UsageError(format!(
-                "--at {text:?}: expected RFC 3339 (2026-11-26T02:00:00Z) or a delay (90s, 5m)"
+                "--at {text:?}: expected RFC 3339 (2026-11-26T02:00:00Z) or a delay (90s, 5m) \
+                 ending before the year 10000"
             ))
         })
 }

@@ -25,8 +25,14 @@ const API_KEY_HEADER: &str = "x-api-key";
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Pause used after a 429 that carries no `Retry-After`.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
-/// At most this much of a non-JSON error body is kept as the message.
+/// At most this much of any text P100 sends (message, error name, code) is kept.
 const MAX_MESSAGE_CHARS: usize = 200;
+/// Largest success body read (a full history page is about 60 KB); a longer one is refused
+/// unread rather than held in memory.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest error body read (beyond it the body is cut, and a cut JSON body loses its code):
+/// an error needs a code and a sentence, but a long message must not cost the code.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
 
 /// Filter and page size for transaction history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +70,32 @@ pub enum BuildError {
     /// The base URL cannot carry a path.
     #[error("P100 base URL {0} cannot be used as a base")]
     BadBaseUrl(String),
+    /// The key would travel in clear text.
+    #[error(
+        "P100 base URL {0} is plain http to a host that is not loopback: the API key would \
+         travel in clear text; use https:// (or list a private sandbox host in P100_PLAIN_HTTP_HOSTS)"
+    )]
+    PlainHttp(String),
+}
+
+/// Whether the key may be sent to this URL: https anywhere, plain http only to loopback or a
+/// host listed explicitly.
+fn transport_is_safe(url: &url::Url, plain_http_hosts: &[String]) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || plain_http_hosts
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(name))
+            }
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// A P100 Partner API client. Cheap to clone; clones share the connection pool, the rate
@@ -100,7 +132,14 @@ impl Client {
         if config.base_url.cannot_be_a_base() {
             return Err(BuildError::BadBaseUrl(config.base_url.to_string()));
         }
+        if !transport_is_safe(&config.base_url, &config.plain_http_hosts) {
+            return Err(BuildError::PlainHttp(config.base_url.to_string()));
+        }
+        // No redirect is followed: one would carry `x-api-key` to wherever it points (reqwest
+        // strips only `Authorization` across hosts), could downgrade to http, and would replay
+        // a POST (a second exchange). A 3xx is an error with the `Location` it named.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("p100-recon/", env!("CARGO_PKG_VERSION")))
@@ -315,7 +354,12 @@ impl Client {
                     body: ErrorBody,
                     retry_after: Option<Duration>,
                     request_id: &str| {
-            let code = body.error_code.filter(|c| !c.is_empty());
+            // P100's text reaches logs, terminals and the jobs table: bounded and without
+            // control characters, so it can neither flood nor forge a line.
+            let code = body
+                .error_code
+                .map(|c| clean_text(&c))
+                .filter(|c| !c.is_empty());
             let class = classify(is_write, &failure, status, code.as_deref());
             Error {
                 method: method_name,
@@ -323,8 +367,8 @@ impl Client {
                 request_id: request_id.to_owned(),
                 status,
                 code,
-                name: body.error_name,
-                message: body.error_message.or(body.message),
+                name: body.error_name.map(|n| clean_text(&n)),
+                message: body.error_message.or(body.message).map(|m| clean_text(&m)),
                 retry_after,
                 failure,
                 class,
@@ -347,7 +391,7 @@ impl Client {
                 .get(REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
             {
-                request_id = theirs.to_owned();
+                request_id = clean_text(theirs);
             }
             let retry_after = response
                 .headers()
@@ -355,15 +399,34 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let bytes = response.bytes().await.map_err(|e| {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| clean_text(&String::from_utf8_lossy(v.as_bytes())));
+            let limit = if status.is_success() {
+                BodyLimit::Refuse(MAX_BODY_BYTES)
+            } else {
+                BodyLimit::Truncate(MAX_ERROR_BODY_BYTES)
+            };
+            let bytes = read_body(response, limit).await.map_err(|failure| {
                 fail(
-                    transport_failure(&e),
+                    failure,
                     Some(status),
                     ErrorBody::default(),
                     None,
                     &request_id,
                 )
             })?;
+            if status.is_redirection() {
+                let body = ErrorBody {
+                    message: Some(format!(
+                        "redirect to {} not followed",
+                        location.as_deref().unwrap_or("(no Location)")
+                    )),
+                    ..ErrorBody::default()
+                };
+                return Err(fail(Failure::Http, Some(status), body, None, &request_id));
+            }
             if status.is_success() {
                 return serde_json::from_slice::<T>(&bytes).map_err(|e| {
                     fail(
@@ -420,13 +483,76 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
 
 fn error_body(bytes: &[u8]) -> ErrorBody {
     serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim();
+        let text = clean_text(&String::from_utf8_lossy(bytes));
         ErrorBody {
-            message: (!text.is_empty()).then(|| text.chars().take(MAX_MESSAGE_CHARS).collect()),
+            message: (!text.is_empty()).then_some(text),
             ..ErrorBody::default()
         }
     })
+}
+
+/// What to do with a body longer than its limit.
+#[derive(Clone, Copy)]
+enum BodyLimit {
+    /// A value that long is not one P100 sends: a failure, never a bigger allocation.
+    Refuse(usize),
+    /// An error body: its beginning says enough.
+    Truncate(usize),
+}
+
+/// Reads a body, never holding more than its limit.
+async fn read_body(mut response: reqwest::Response, limit: BodyLimit) -> Result<Vec<u8>, Failure> {
+    let max = match limit {
+        BodyLimit::Refuse(n) | BodyLimit::Truncate(n) => n,
+    };
+    let too_long = || Failure::Decode(format!("response body is over the {max}-byte limit"));
+    if let (BodyLimit::Refuse(_), Some(len)) = (limit, response.content_length())
+        && len > max as u64
+    {
+        return Err(too_long());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_failure(&e))? {
+        if bytes.len() + chunk.len() > max {
+            if let BodyLimit::Truncate(_) = limit {
+                bytes.extend_from_slice(&chunk[..max - bytes.len()]);
+                break;
+            }
+            return Err(too_long());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Text from P100 made safe to log and print: whitespace runs (newlines included) become one
+/// space, other control characters (ANSI escapes) are dropped, and it is cut at
+/// [`MAX_MESSAGE_CHARS`] characters with an ellipsis.
+pub fn clean_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut pending_space = false;
+    for c in text.trim().chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        if chars >= MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        if pending_space && !out.is_empty() {
+            out.push(' ');
+            chars += 1;
+        }
+        pending_space = false;
+        out.push(c);
+        chars += 1;
+    }
+    out
 }
 
 /// One debug line and the metrics for every call; failures are logged by whoever handles them.

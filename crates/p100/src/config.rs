@@ -55,6 +55,9 @@ pub struct Config {
     /// Longest `Retry-After` the client will honour by pausing (longer values are capped;
     /// the error still carries P100's value).
     pub max_retry_after: Duration,
+    /// Hosts besides loopback the key may be sent to over plain `http://` (a sandbox on a
+    /// private container network). Empty by default: anything else needs `https://`.
+    pub plain_http_hosts: Vec<String>,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
+            plain_http_hosts: Vec::new(),
         }
     }
 }

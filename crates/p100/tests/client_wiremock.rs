@@ -822,3 +822,116 @@ fn debug_output_of_client_and_config_never_shows_the_key() {
     assert!(!shown.contains(KEY), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");
 }
+
+/// Hostile input (security review): no redirect is followed, so the key never reaches the
+/// host a `Location` names and a POST is never replayed.
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_key_never_leaves_for_its_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    for status in [301, 302, 307, 308] {
+        server.reset().await;
+        let target = format!("{}/v1/partner/exchange", elsewhere.uri());
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(status).insert_header("Location", target.as_str()))
+            .mount(&server)
+            .await;
+        let client = client_for(&server.uri());
+        let e = client.balances(&Scope::Partner).await.unwrap_err();
+        assert_eq!(e.status.map(|s| s.as_u16()), Some(status), "{e}");
+        assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+        assert!(e.to_string().contains("not followed"), "{e}");
+        let body = CreateExchange {
+            lock_id: "lock-1".into(),
+            amount: dec("10"),
+            currency_from: "eur".parse().unwrap(),
+            currency_to: "usdt".parse().unwrap(),
+        };
+        assert!(client.create_exchange(&body).await.is_err());
+    }
+    // `expect(0)` on `elsewhere` is verified when it drops: nothing reached it.
+}
+
+#[test]
+fn plain_http_is_refused_for_any_host_but_loopback_or_one_listed() {
+    let build = |url: &str, listed: &[&str]| {
+        let mut config = Config::new(url.parse().unwrap(), ApiKey::new(KEY));
+        config.plain_http_hosts = listed.iter().map(|h| h.to_string()).collect();
+        Client::new(config)
+    };
+    let refused = build("http://partner-api.p100.io", &[]).unwrap_err();
+    assert!(refused.to_string().contains("clear text"), "{refused}");
+    assert!(!refused.to_string().contains(KEY));
+    assert!(build("ftp://127.0.0.1", &[]).is_err());
+    assert!(build("http://10.0.0.7:8100", &[]).is_err());
+    for ok in [
+        "https://partner-api.p100.io",
+        "http://127.0.0.1:8100",
+        "http://localhost:8100",
+        "http://[::1]:8100",
+    ] {
+        assert!(build(ok, &[]).is_ok(), "{ok}");
+    }
+    assert!(build("http://sandbox:8100", &["sandbox"]).is_ok());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_not_held_in_memory() {
+    let server = MockServer::start().await;
+    let huge = format!(
+        r#"{{"fiatBalances": [], "padding": "{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    mount(
+        &server,
+        "GET",
+        "/v1/partner/balances",
+        ResponseTemplate::new(200).set_body_raw(huge, "application/json"),
+    )
+    .await;
+    let e = client_for(&server.uri())
+        .balances(&Scope::Partner)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e.failure, Failure::Decode(d) if d.contains("limit")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn p100s_text_is_bounded_and_cannot_forge_a_log_line() {
+    let server = MockServer::start().await;
+    let message = format!("\u{1b}[2J\n FAKE LOG LINE {}", "A".repeat(100_000));
+    mount(
+        &server,
+        "GET",
+        "/v1/partner/balances",
+        ResponseTemplate::new(400)
+            .insert_header("x-request-id", "id-1")
+            .set_body_json(
+                json!({"errorCode": "P403\n", "errorName": "bad\rname", "errorMessage": message}),
+            ),
+    )
+    .await;
+    let e = client_for(&server.uri())
+        .balances(&Scope::Partner)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        !text.chars().any(char::is_control),
+        "control characters survived: {text:?}"
+    );
+    assert!(
+        text.contains("FAKE LOG LINE") && text.len() < 600,
+        "{}",
+        text.len()
+    );
+    assert_eq!(e.code(), Some("P403"));
+}

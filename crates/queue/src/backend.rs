@@ -91,11 +91,19 @@ impl<Args> Clone for JobsPersistence<Args> {
     }
 }
 
+/// Longest a retry or deferral waits, whatever asked for it.
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl<Args> JobsPersistence<Args> {
     /// What the store records for an outcome of attempt number `attempt`.
     fn completion(&self, outcome: Outcome, attempt: u32) -> Completion {
+        // A delay comes from P100 (`Retry-After`) or a job's arguments: capped, so no value
+        // can overflow the clock or park a job for years.
         let later = |d: Duration| {
-            Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            let d = chrono::Duration::from_std(d.min(MAX_DELAY)).unwrap_or(chrono::Duration::MAX);
+            Utc::now()
+                .checked_add_signed(d)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
         };
         match outcome {
             Outcome::Done(result) => Completion::Done(result),
@@ -539,5 +547,36 @@ where
             .layer(OutcomeCodec, self.cfg.batch)
             .persist_results(true)
             .lock_tasks(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security review: a `Retry-After: 99999999999999` deferral panicked the backend
+    /// (`DateTime + TimeDelta overflowed`) and stopped its worker.
+    #[tokio::test]
+    async fn a_delay_of_any_length_is_capped_never_a_panic() {
+        let persistence: JobsPersistence<()> = JobsPersistence {
+            pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap(),
+            cfg: Arc::new(QueueConfig::new("noop")),
+            _args: PhantomData,
+        };
+        let before = Utc::now();
+        for after in [Duration::from_secs(99_999_999_999_999), Duration::MAX] {
+            let Completion::Defer { at, .. } = persistence.completion(
+                Outcome::Defer {
+                    reason: "429".into(),
+                    after,
+                },
+                1,
+            ) else {
+                panic!("a deferral stays a deferral");
+            };
+            let waited = (at - before).to_std().unwrap();
+            assert!(waited <= MAX_DELAY + Duration::from_secs(5), "{waited:?}");
+            assert!(waited >= MAX_DELAY - Duration::from_secs(5), "{waited:?}");
+        }
     }
 }
