@@ -139,6 +139,63 @@ fn a_delay_past_the_end_of_time_is_a_usage_error_not_a_panic() {
     assert!(err.contains("--at"), "{err}");
 }
 
+/// Security review: input refused before anything is stored or sent, each with exit 2.
+#[test]
+fn hostile_arguments_are_usage_errors_before_anything_is_stored() {
+    let db = "postgres://postgres@127.0.0.1:1/x";
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "sepa",
+                "track",
+                "t-1",
+                "--partner",
+                "--amount",
+                "79228162514264337593543950335",
+                "--currency",
+                "eur",
+            ],
+            "beyond the largest",
+        ),
+        (&["balances", "--user", ".."], "path segment"),
+        (
+            &["enqueue", "tx_sync", "--user", "u\u{1b}[2J"],
+            "control characters",
+        ),
+        (
+            &[
+                "exchange",
+                "submit",
+                "--partner",
+                "--lock-id",
+                "l-1",
+                "--from",
+                "eur",
+                "--to",
+                "usdt",
+                "--amount",
+                "1",
+                "--expires-at",
+                "2020-01-01T00:00:00Z",
+            ],
+            "already expired",
+        ),
+        (&["users", "track", " padded"], "whitespace"),
+    ];
+    for (args, says) in cases {
+        let (code, _, err) = run(bin()
+            .args(args)
+            .args(["--database-url", db])
+            .env("P100_API_KEY", "k"));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "{args:?}: raw escape echoed: {err:?}"
+        );
+    }
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies(
     pool: sqlx::PgPool,

@@ -171,9 +171,8 @@ impl Kind {
             Kind::KycPoll => {
                 let args =
                     crate::kyc_poll::KycPollArgs::deserialize(args).map_err(|e| e.to_string())?;
-                if args.user.trim().is_empty() {
-                    return Err("kyc_poll needs \"user\": \"<externalUserId>\"".to_owned());
-                }
+                ledger::owner::check_external_user_id(&args.user)
+                    .map_err(|e| format!("kyc_poll needs \"user\": \"<externalUserId>\": {e}"))?;
                 Ok(Some(format!("user:{}", args.user)))
             }
             Kind::ExchangeFinalize => {
@@ -197,8 +196,9 @@ impl Kind {
             Kind::Reconcile => {
                 let args = crate::reconcile::ReconcileArgs::deserialize(args)
                     .map_err(|e| e.to_string())?;
-                if args.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
-                    return Err("reconcile \"user\" must not be empty".to_owned());
+                if let Some(user) = &args.user {
+                    ledger::owner::check_external_user_id(user)
+                        .map_err(|e| format!("reconcile \"user\": {e}"))?;
                 }
                 Ok(Some(args.scope()))
             }

@@ -20,10 +20,21 @@ pub fn counter_kind(kind: &str) -> Option<AccountKind> {
     })
 }
 
+/// One part of a key joined with `:`: `%` and `:` are escaped, so parts that contain a colon
+/// (a user `a:b` with row `c` against user `a` with row `b:c`) can never make the same key.
+/// Parts without either character are unchanged, so keys written before stay valid.
+fn part(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([':', '%']) {
+        text.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        text.into()
+    }
+}
+
 fn who(owner: &Owner) -> String {
     match owner {
         Owner::Partner => "partner".to_owned(),
-        Owner::User(id) => format!("user:{id}"),
+        Owner::User(id) => format!("user:{}", part(id)),
     }
 }
 
@@ -31,7 +42,7 @@ fn who(owner: &Owner) -> String {
 /// that share a reference (a SEPA debit and its return, two rows of one lock) never collapse
 /// into one posting.
 pub fn row_key(owner: &Owner, provider_tx_id: &str) -> String {
-    format!("p100:{}:{provider_tx_id}", who(owner))
+    format!("p100:{}:{}", who(owner), part(provider_tx_id))
 }
 
 /// The key of a later posting of the same row (after a reversal, or a correction of its
@@ -54,10 +65,10 @@ pub fn local_operation_key(owner: &Owner, tx: &ObservedTx) -> Option<String> {
             } else {
                 "to"
             };
-            Some(format!("exchange:{who}:{lock}:{side}"))
+            Some(format!("exchange:{who}:{}:{side}", part(lock)))
         }
         ("SEPA_TRANSFER", Some(transfer)) if tx.amount.is_sign_negative() => {
-            Some(format!("sepa:{who}:{transfer}"))
+            Some(format!("sepa:{who}:{}", part(transfer)))
         }
         _ => None,
     }
@@ -114,6 +125,24 @@ mod tests {
     use chrono::Utc;
     use rust_decimal::Decimal;
     use std::str::FromStr;
+
+    /// Security review: ids containing `:` made colliding keys.
+    #[test]
+    fn keys_of_different_rows_never_collide_and_plain_ids_keep_their_keys() {
+        let a = row_key(&Owner::User("a:b".into()), "c");
+        let b = row_key(&Owner::User("a".into()), "b:c");
+        assert_ne!(a, b);
+        assert_ne!(
+            row_key(&Owner::User("a%3Ab".into()), "c"),
+            a,
+            "the escape itself is escaped"
+        );
+        assert_eq!(
+            row_key(&Owner::User("u-1".into()), "tx-1"),
+            "p100:user:u-1:tx-1"
+        );
+        assert_eq!(row_key(&Owner::Partner, "tx-1"), "p100:partner:tx-1");
+    }
 
     fn tx(kind: &str, amount: &str, fee: &str) -> ObservedTx {
         ObservedTx {

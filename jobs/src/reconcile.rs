@@ -298,7 +298,7 @@ async fn reconcile_run(
             currency: currency.clone(),
             provider_total: *provider_total,
             ledger_total: *ledger_total,
-            delta: provider_total - ledger_total,
+            delta: provider_total.saturating_sub(*ledger_total),
         })
         .collect();
     let unmatched: Vec<UnmatchedTransaction> = tx_check.findings.iter().map(unmatched_of).collect();
@@ -577,8 +577,8 @@ fn compare(
             let result = recon::check::check_account(&input);
             out.accounts += 1;
             let total = out.totals.entry(currency.to_owned()).or_default();
-            total.0 += result.provider;
-            total.1 += result.ledger;
+            total.0 = total.0.saturating_add(result.provider);
+            total.1 = total.1.saturating_add(result.ledger);
             match &result.status {
                 AccountStatus::Matched => out.matched += 1,
                 AccountStatus::MatchedInFlight(_) => out.matched_in_flight += 1,

@@ -47,7 +47,7 @@ impl TxSyncArgs {
     pub fn owner(&self) -> Result<Owner, String> {
         match (self.partner, &self.user) {
             (true, None) => Ok(Owner::Partner),
-            (false, Some(id)) if !id.trim().is_empty() => Ok(Owner::User(id.clone())),
+            (false, Some(id)) => Owner::user(id),
             _ => Err(
                 "tx_sync needs exactly one of \"partner\": true or \"user\": \"<externalUserId>\""
                     .to_owned(),

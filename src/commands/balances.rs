@@ -12,11 +12,8 @@ use crate::settings::Settings;
 pub async fn run(settings: &Settings, args: BalancesArgs) -> anyhow::Result<ExitCode> {
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let client = settings.p100_client().map_err(UsageError::from)?;
-    let owner = match args.user {
-        Some(id) if id.trim().is_empty() => {
-            return Err(UsageError("--user needs a non-empty id".into()).into());
-        }
-        Some(id) => Owner::User(id),
+    let owner = match &args.user {
+        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
         None => Owner::Partner,
     };
     let pool = crate::db::connect(url, 2).await?;

@@ -50,6 +50,8 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
         map.insert("partner".to_owned(), serde_json::Value::Bool(true));
     }
     if let Some(user) = &args.user {
+        ledger::owner::check_external_user_id(user)
+            .map_err(|e| UsageError(format!("--user: {e}")))?;
         map.insert("user".to_owned(), serde_json::Value::String(user.clone()));
     }
     if let Some(exchange) = &args.exchange {

@@ -1,14 +1,12 @@
 //! `p100-recon exchange submit` and `exchanges list|show`.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use jobs::exchange_finalize::ExchangeFinalizeArgs;
 use jobs::kinds::Kind;
 use ledger::Owner;
 use ledger::intake::FirstJob;
-use rust_decimal::Decimal;
 
 use crate::UsageError;
 use crate::cli::{ExchangeSubmitArgs, ExchangesCommand};
@@ -16,10 +14,7 @@ use crate::settings::Settings;
 
 pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Result<ExitCode> {
     let owner = match &args.user {
-        Some(id) if id.trim().is_empty() => {
-            return Err(UsageError("--user needs a non-empty id".into()).into());
-        }
-        Some(id) => Owner::User(id.clone()),
+        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
         None => Owner::Partner,
     };
     let currency = |flag: &str, text: &str| {
@@ -31,15 +26,12 @@ pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Re
     if from == to {
         return Err(UsageError("--from and --to must differ".into()).into());
     }
-    let amount = Decimal::from_str(args.amount.trim())
-        .ok()
-        .filter(|a| *a > Decimal::ZERO && a.scale() <= p100::amount::MAX_SCALE)
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--amount {:?}: expected a positive decimal with at most 8 decimals",
-                args.amount
-            ))
-        })?;
+    let amount = p100::amount::parse_operation_amount(&args.amount).map_err(|e| {
+        UsageError(format!(
+            "--amount {:?}: {e} (expected a positive decimal with at most 8 decimals)",
+            args.amount
+        ))
+    })?;
     let expires_at = DateTime::parse_from_rfc3339(&args.expires_at)
         .map_err(|e| {
             UsageError(format!(
@@ -48,6 +40,13 @@ pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Re
             ))
         })?
         .to_utc();
+    if expires_at <= Utc::now() {
+        return Err(UsageError(format!(
+            "--expires-at {}: the lock has already expired; lock the exchange again at P100",
+            args.expires_at
+        ))
+        .into());
+    }
     if args.lock_id.trim().is_empty() {
         return Err(UsageError("--lock-id must not be empty".into()).into());
     }

@@ -7,8 +7,9 @@ use crate::cli::{EnqueueArgs, ReconcileArgs, ReportArgs};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    if args.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
-        return Err(UsageError("--user needs a non-empty id".into()).into());
+    if let Some(user) = &args.user {
+        ledger::owner::check_external_user_id(user)
+            .map_err(|e| UsageError(format!("--user: {e}")))?;
     }
     let job_args = serde_json::json!({ "sync": args.sync });
     super::enqueue::run(

@@ -1,7 +1,6 @@
 //! `p100-recon sepa track|list|show`.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use jobs::kinds::Kind;
 use jobs::sepa_status::SepaStatusArgs;
@@ -128,10 +127,7 @@ struct Validated {
 
 fn validate(args: &SepaTrackArgs) -> Result<Validated, UsageError> {
     let owner = match &args.user {
-        Some(id) if id.trim().is_empty() => {
-            return Err(UsageError("--user needs a non-empty id".into()));
-        }
-        Some(id) => Owner::User(id.clone()),
+        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
         None => Owner::Partner,
     };
     let transfer_id = args.transfer_id.trim().to_owned();
@@ -140,15 +136,12 @@ fn validate(args: &SepaTrackArgs) -> Result<Validated, UsageError> {
             "the transferId must be 1–200 characters (P100's id of the transfer)".into(),
         ));
     }
-    let amount = Decimal::from_str(args.amount.trim())
-        .ok()
-        .filter(|a| *a > Decimal::ZERO && a.scale() <= p100::amount::MAX_SCALE)
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--amount {:?}: expected a positive decimal with at most 8 decimals",
-                args.amount
-            ))
-        })?;
+    let amount = p100::amount::parse_operation_amount(&args.amount).map_err(|e| {
+        UsageError(format!(
+            "--amount {:?}: {e} (expected a positive decimal with at most 8 decimals)",
+            args.amount
+        ))
+    })?;
     let currency = p100::Currency::parse(&args.currency)
         .map(|c| c.as_str().to_owned())
         .map_err(|e| UsageError(format!("--currency: {e}")))?;

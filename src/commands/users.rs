@@ -9,51 +9,54 @@ use crate::UsageError;
 use crate::cli::UsersCommand;
 use crate::settings::Settings;
 
-/// Reads `external_user_id` values from a CSV file with that header (other columns ignored).
+/// Reads `external_user_id` values from a CSV file with that header (other columns ignored),
+/// as RFC 4180 says: quoted cells may hold commas, quotes and line breaks. One bad line refuses
+/// the whole file.
 pub fn read_csv(text: &str, name: &str) -> Result<Vec<String>, UsageError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| UsageError(format!("{name}: {e}")))?
+        .clone();
+    let Some(at) = header.iter().position(|c| c.trim() == "external_user_id") else {
         return Err(UsageError(format!(
-            "{name} is empty; expected a header line external_user_id"
+            "{name} line 1: no external_user_id column in the header {:?}",
+            header.iter().collect::<Vec<_>>().join(",")
         )));
     };
-    let columns: Vec<&str> = header
-        .split(',')
-        .map(|c| c.trim().trim_matches('"'))
-        .collect();
-    let Some(at) = columns.iter().position(|c| *c == "external_user_id") else {
-        return Err(UsageError(format!(
-            "{name} line 1: no external_user_id column in the header {header:?}"
-        )));
-    };
-    lines
-        .map(|(n, line)| {
-            let cells: Vec<&str> = line.split(',').collect();
-            let id = cells.get(at).map(|c| c.trim().trim_matches('"')).unwrap_or("");
-            if !valid_id(id) {
-                return Err(UsageError(format!("{name} line {}: invalid external_user_id {id:?} (1 to 200 printable characters, no commas)", n + 1)));
+    let mut ids = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| UsageError(format!("{name}: {e}")))?;
+        // From the byte offset: the reader's own line count skips blank lines.
+        let line = record.position().map_or(0, |p| {
+            let bytes = text.as_bytes();
+            let mut at = (p.byte() as usize).min(bytes.len());
+            // The record's position includes the blank lines before it.
+            while at < bytes.len() && matches!(bytes[at], b'\n' | b'\r') {
+                at += 1;
             }
-            Ok(id.to_owned())
-        })
-        .collect()
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.trim().is_empty() && id.len() <= 200 && !id.chars().any(char::is_control)
+            bytes[..at].iter().filter(|b| **b == b'\n').count() + 1
+        });
+        // A blank line (the reader skips empty ones; this is one of spaces) names no one.
+        if record.len() == 1 && record[0].trim().is_empty() {
+            continue;
+        }
+        let id = record.get(at).unwrap_or("");
+        ledger::owner::check_external_user_id(id)
+            .map_err(|e| UsageError(format!("{name} line {line}: {e}")))?;
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }
 
 pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<ExitCode> {
     // Validate before touching the database: one bad id refuses the whole batch.
     let to_track = match &command {
         UsersCommand::Track { ids } => {
-            if let Some(bad) = ids.iter().find(|id| !valid_id(id)) {
-                return Err(UsageError(format!(
-                    "invalid externalUserId {bad:?}: must be 1 to 200 printable characters"
-                ))
-                .into());
+            for id in ids {
+                ledger::owner::check_external_user_id(id).map_err(UsageError)?;
             }
             Some(ids.clone())
         }
@@ -169,5 +172,23 @@ mod tests {
         assert!(err.contains("f.csv line 5"), "{err}");
         let err = read_csv("id\nu-1\n", "f.csv").unwrap_err().0;
         assert!(err.contains("no external_user_id column"), "{err}");
+    }
+
+    /// Security review: a quoted name with a comma tracked the user `John`.
+    #[test]
+    fn quoted_cells_are_read_as_one_cell() {
+        let ids = read_csv(
+            "name,external_user_id\n\"Doe, John\",u-1\n\"Smith \"\"Jr\"\"\",\"u,2\"\n",
+            "f.csv",
+        )
+        .unwrap();
+        assert_eq!(ids, vec!["u-1", "u,2"]);
+        for bad in [
+            "external_user_id\n..\n",
+            "external_user_id\n\"a\u{1b}[2J\"\n",
+        ] {
+            let err = read_csv(bad, "f.csv").unwrap_err().0;
+            assert!(err.contains("line 2"), "{err}");
+        }
     }
 }

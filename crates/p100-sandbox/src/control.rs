@@ -187,15 +187,18 @@ struct ClockBody {
     advance_seconds: f64,
 }
 
+/// Longest single step of the clock: a century is past every lock, hold and grace period.
+const MAX_ADVANCE_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
+
 async fn clock(State(sb): State<Sandbox>, body: Bytes) -> Response {
     match parse::<ClockBody>(&body) {
-        Ok(b) if b.advance_seconds.is_finite() && b.advance_seconds >= 0.0 => {
+        Ok(b) if (0.0..=MAX_ADVANCE_SECONDS).contains(&b.advance_seconds) => {
             sb.advance_clock(Duration::from_secs_f64(b.advance_seconds));
             ok_json(&json!({"ok": true}))
         }
         Ok(_) => bad(
             StatusCode::BAD_REQUEST,
-            "advance_seconds must be zero or more",
+            "advance_seconds must be between 0 and 3153600000 (a century)",
         ),
         Err(r) => r,
     }

@@ -435,9 +435,12 @@ impl Sandbox {
     /// Moves the sandbox clock forward (`POST /__control/clock`): locks expire and timed
     /// steps fire without the test sleeping.
     pub fn advance_clock(&self, by: Duration) {
+        // Capped at a millennium in total, so the sandbox's "now" stays a date chrono and
+        // Postgres can hold.
+        const MAX_OFFSET_MS: i64 = 1000 * 365 * 86_400 * 1000;
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         let mut st = lock(&self.inner.state);
-        st.clock_offset_ms = st.clock_offset_ms.saturating_add(ms);
+        st.clock_offset_ms = st.clock_offset_ms.saturating_add(ms).min(MAX_OFFSET_MS);
     }
 
     /// Current balance of an owner (after due progressions); `None` for an unknown owner.

@@ -16,19 +16,52 @@ use serde::{Deserialize, Serialize, Serializer};
 /// The most decimal places P100 accepts or sends (its validation message says 8).
 pub const MAX_SCALE: u32 = 8;
 
+/// Every amount the product accepts, from P100, the CLI or an intake table, is below this in
+/// absolute value (10^15 units of any currency, far above any real balance). Sums of up to
+/// 10^13 such amounts stay inside `Decimal`, so no total can overflow; migration 0017 holds
+/// the tables to the same bound (`abs(amount) < 1e15`).
+pub const MAX_ABS_AMOUNT: Decimal = Decimal::from_parts(0xA4C6_8000, 0x38D7E, 0, false, 0);
+
 /// Parses an amount from P100's text form: optional sign, digits, optional fraction,
-/// optionally an exponent (JSON numbers may use one).
+/// optionally an exponent (JSON numbers may use one). Refuses anything at or beyond
+/// [`MAX_ABS_AMOUNT`].
 pub fn parse_amount(text: &str) -> Result<Decimal, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("empty amount".to_owned());
+    }
+    // Longer text is no amount we accept; refused before any parsing work.
+    if trimmed.len() > 64 {
+        return Err(format!("invalid amount: {} characters long", trimmed.len()));
     }
     let parsed = if trimmed.contains(['e', 'E']) {
         Decimal::from_scientific(trimmed)
     } else {
         Decimal::from_str_exact(trimmed)
     };
-    parsed.map_err(|e| format!("invalid amount {trimmed:?}: {e}"))
+    let amount = parsed.map_err(|e| format!("invalid amount {trimmed:?}: {e}"))?;
+    if amount.abs() >= MAX_ABS_AMOUNT {
+        return Err(format!(
+            "amount {trimmed} is beyond the largest accepted ({MAX_ABS_AMOUNT})"
+        ));
+    }
+    Ok(amount)
+}
+
+/// An amount a person enters for an operation (a SEPA transfer, an exchange): positive, at
+/// most [`MAX_SCALE`] decimals, below [`MAX_ABS_AMOUNT`]. The CLI's one validator.
+pub fn parse_operation_amount(text: &str) -> Result<Decimal, String> {
+    let amount = parse_amount(text)?;
+    if amount <= Decimal::ZERO {
+        return Err(format!("amount {} is not positive", text.trim()));
+    }
+    if amount.scale() > MAX_SCALE {
+        return Err(format!(
+            "amount {} has more than {MAX_SCALE} decimals",
+            text.trim()
+        ));
+    }
+    Ok(amount)
 }
 
 /// Serde adapter: `#[serde(deserialize_with = "amount::de")]` for a required amount.

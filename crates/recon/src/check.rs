@@ -12,6 +12,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+/// Sum that says when it cannot be represented instead of panicking. Inputs are bounded where
+/// they enter (P100 decoding, the CLI, the tables' `CHECK`s); this is the last line for data
+/// stored before the bounds existed.
+fn checked_sum(amounts: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
+    amounts
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, a| acc.checked_add(a))
+}
+
 /// Discrepancy classes (SPEC §5.2, plus `balance_mismatch` for an unexplained account delta).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
@@ -129,7 +138,10 @@ const MAX_SUBSET_SEARCH: usize = 12;
 pub fn check_account(a: &AccountInput) -> AccountResult {
     let provider = a.provider.unwrap_or_default();
     let ledger = a.ledger.unwrap_or_default();
-    let delta = provider - ledger;
+    // Beyond Decimal's range only with data stored before amounts were bounded: the delta
+    // shown saturates, and such an account is never called matched.
+    let exact_delta = provider.checked_sub(ledger);
+    let delta = exact_delta.unwrap_or_else(|| provider.saturating_sub(ledger));
     let result = |status| AccountResult {
         status,
         provider,
@@ -140,6 +152,9 @@ pub fn check_account(a: &AccountInput) -> AccountResult {
         return result(AccountStatus::Discrepancy(Class::UnknownAccount));
     }
     let tolerance = a.tolerance.abs();
+    if exact_delta.is_none() {
+        return result(AccountStatus::Discrepancy(Class::BalanceMismatch));
+    }
     if delta.abs() <= tolerance {
         return result(AccountStatus::Matched);
     }
@@ -158,8 +173,11 @@ fn explain(delta: Decimal, in_flight: &[InFlight], tolerance: Decimal) -> Option
     if in_flight.is_empty() {
         return None;
     }
-    let total: Decimal = in_flight.iter().map(|f| f.amount).sum();
-    if (delta - total).abs() <= tolerance {
+    let matches = |sum: Option<Decimal>| {
+        sum.and_then(|s| delta.checked_sub(s))
+            .is_some_and(|d| d.abs() <= tolerance)
+    };
+    if matches(checked_sum(in_flight.iter().map(|f| f.amount))) {
         return Some(in_flight.to_vec());
     }
     if in_flight.len() > MAX_SUBSET_SEARCH {
@@ -168,13 +186,12 @@ fn explain(delta: Decimal, in_flight: &[InFlight], tolerance: Decimal) -> Option
     let n = in_flight.len();
     let mut best: Option<u32> = None;
     for mask in 1u32..(1 << n) {
-        let sum: Decimal = (0..n)
-            .filter(|i| mask & (1 << i) != 0)
-            .map(|i| in_flight[i].amount)
-            .sum();
-        if (delta - sum).abs() <= tolerance
-            && best.is_none_or(|b| mask.count_ones() < b.count_ones())
-        {
+        let sum = checked_sum(
+            (0..n)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| in_flight[i].amount),
+        );
+        if matches(sum) && best.is_none_or(|b| mask.count_ones() < b.count_ones()) {
             best = Some(mask);
         }
     }
@@ -382,7 +399,9 @@ pub fn check_transactions(
             out.findings.push(finding(
                 Class::Duplicate,
                 debits.first().copied(),
-                debits.iter().map(|r| r.amount).sum(),
+                debits
+                    .iter()
+                    .fold(Decimal::ZERO, |acc, r| acc.saturating_add(r.amount)),
                 format!(
                     "{what} {} appears {} times at P100: {ids:?}",
                     op.key,
@@ -491,7 +510,7 @@ pub fn check_transactions(
             currency: r.currency.clone(),
             subject: r.id.clone(),
             class,
-            amount: r.amount - r.fee,
+            amount: r.amount.saturating_sub(r.fee),
             provider_tx_id: Some(r.id.clone()),
             status: r.status.clone(),
             detail,
@@ -576,7 +595,7 @@ pub fn in_flight(
             source: "p100_pending",
             amount: Decimal::ZERO,
         });
-        entry.amount += r.amount - r.fee;
+        entry.amount = entry.amount.saturating_add(r.amount.saturating_sub(r.fee));
     }
     for op in ops.iter().filter(|o| o.state == OpState::Pending) {
         let slot = out
@@ -588,7 +607,7 @@ pub fn in_flight(
                 OpKind::Sepa => "sepa",
                 OpKind::Exchange => "exchange",
             },
-            amount: -(op.amount + op.fee.unwrap_or_default()),
+            amount: -(op.amount.saturating_add(op.fee.unwrap_or_default())),
         });
     }
     out.into_iter()

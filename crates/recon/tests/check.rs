@@ -360,3 +360,45 @@ fn an_unknown_status_on_a_posted_row_is_a_status_mismatch() {
         .collect();
     assert_eq!(found, vec![(Class::StatusMismatch, "x-1")]);
 }
+
+/// Security review: one huge amount made `check_account` panic (`Addition overflowed`) and
+/// every later reconciliation die. Figures at the edge of `Decimal` are a mismatch, never a
+/// panic and never a match.
+#[test]
+fn amounts_at_the_edge_of_decimal_are_flagged_not_a_panic() {
+    let huge = Decimal::MAX;
+    let result = check_account(&AccountInput {
+        provider: Some(huge),
+        ledger: Some(-huge),
+        in_flight: vec![
+            InFlight {
+                key: "a".into(),
+                source: "sepa",
+                amount: huge,
+            },
+            InFlight {
+                key: "b".into(),
+                source: "sepa",
+                amount: huge,
+            },
+        ],
+        tolerance: Decimal::ZERO,
+    });
+    assert_eq!(
+        result.status,
+        AccountStatus::Discrepancy(Class::BalanceMismatch)
+    );
+    let in_flight_only = check_account(&AccountInput {
+        provider: Some(d("1")),
+        ledger: Some(d("0")),
+        in_flight: vec![
+            flight("a", "79228162514264337593543950335"),
+            flight("b", "1"),
+        ],
+        tolerance: Decimal::ZERO,
+    });
+    assert_eq!(
+        in_flight_only.status,
+        AccountStatus::MatchedInFlight(vec![flight("b", "1")])
+    );
+}

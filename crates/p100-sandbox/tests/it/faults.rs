@@ -336,3 +336,30 @@ async fn the_rate_limit_admits_r_requests_a_second_and_answers_429_above_it() {
     let r = raw_get(&env, "/v1/partner/balances").await.unwrap();
     assert_eq!(r.status(), 200, "lifting the limit admits again");
 }
+
+/// Security review: `{"advance_seconds": 1e300}` panicked the handler.
+#[tokio::test]
+async fn a_clock_step_beyond_a_century_is_refused_and_the_sandbox_keeps_serving() {
+    let env = env().await;
+    for step in [json!(1e300), json!(-1), json!(4e9)] {
+        let r = env
+            .http
+            .post(env.url("/__control/clock"))
+            .json(&json!({ "advance_seconds": step }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{step}");
+    }
+    for _ in 0..20 {
+        let r = env
+            .http
+            .post(env.url("/__control/clock"))
+            .json(&json!({ "advance_seconds": 3.0e9 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(env.get("/v1/kyc/status/u1").await.0, 200);
+}
