@@ -200,17 +200,22 @@ fn hostile_arguments_are_usage_errors_before_anything_is_stored() {
 async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies(
     pool: sqlx::PgPool,
 ) {
-    let url = url_of(&pool);
+    let name = pool.connect_options().get_database().unwrap().to_owned();
+    let server = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
     let reports = std::env::temp_dir().join(format!("demo-reports-{}", std::process::id()));
     let demo = |json: bool| {
-        let url = url.clone();
+        let name = name.clone();
+        let server = server.clone();
         let reports = reports.clone();
         async move {
             tokio::task::spawn_blocking(move || {
                 let mut cmd = bin();
-                cmd.arg("demo")
-                    .env("DATABASE_URL", url)
-                    .env("REPORT_DIR", reports);
+                cmd.args(["demo", "--database", &name])
+                    .env("DATABASE_URL", server)
+                    .env("REPORT_DIR", reports)
+                    // Real-looking credentials are ignored: the demo never leaves its sandbox.
+                    .env("P100_API_KEY", "live-key-must-not-be-used")
+                    .env("P100_BASE_URL", "https://partner-api.p100.io");
                 if json {
                     cmd.arg("--json");
                 }
@@ -302,6 +307,31 @@ async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies
             .unwrap();
     assert_eq!(events, 0, "the second run changed nothing");
     let _ = std::fs::remove_dir_all(&reports);
+}
+
+/// Security review: `demo` wrote its users, transfers and append-only postings into whatever
+/// database was configured. It refuses one that holds anything but demo data.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn the_demo_refuses_a_database_that_is_not_its_own(pool: sqlx::PgPool) {
+    let name = pool.connect_options().get_database().unwrap().to_owned();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        run(bin()
+            .args(["demo", "--database", &name])
+            .env("DATABASE_URL", std::env::var("DATABASE_URL").unwrap()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not the demo's"), "{err}");
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_postings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
 }
 
 #[sqlx::test(migrations = false)]

@@ -34,33 +34,50 @@ const TRANSFERS: [(&str, &str); 3] = [
     ("demo-sepa-ghost", "42.00"),
 ];
 
+/// The demo's own database on the configured server, unless `--database` names another.
+pub const DEMO_DATABASE: &str = "p100_recon_demo";
+/// Present in every database the demo has worked in: the demo refuses any other non-empty one.
+const DEMO_MARKER: &str = "p100_recon_demo_marker";
+
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let url = settings.require_database_url().map_err(UsageError::from)?;
-    // No credentials: serve the built-in sandbox on a free local port for this run.
-    let (client, target, _sandbox) = match &settings.p100_api_key {
-        Some(_) => (
-            settings.p100_client().map_err(UsageError::from)?,
-            settings.p100_base_url.to_string(),
-            None,
-        ),
-        None => {
-            let running = Sandbox::from_scenario(super::sandbox::demo_scenario())
-                .spawn()
-                .await
-                .context("cannot start the built-in P100 sandbox")?;
-            let base = running.base_url();
-            let config = settings.p100_config(
-                base.parse().context("sandbox URL")?,
-                p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-            );
-            (
-                p100::Client::new(config)?,
-                format!("{base} (built-in sandbox; no P100 credentials set)"),
-                Some(running),
-            )
-        }
-    };
+    let server = settings.require_database_url().map_err(UsageError::from)?;
+    let name = args.database.as_deref().unwrap_or(DEMO_DATABASE);
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(UsageError(format!(
+            "--database {name:?}: expected 1 to 63 letters, digits or _"
+        ))
+        .into());
+    }
+    let url = demo_database(server, name).await?;
+    let url = url.as_str();
+    // Always the built-in sandbox: the demo posts append-only entries and must never do so
+    // with (or against) a real P100 account.
+    if settings.p100_api_key.is_some() {
+        eprintln!(
+            "note: P100 credentials are set; the demo ignores them and uses its built-in sandbox"
+        );
+    }
+    let running = Sandbox::from_scenario(super::sandbox::demo_scenario())
+        .spawn()
+        .await
+        .context("cannot start the built-in P100 sandbox")?;
+    let base = running.base_url();
+    let config = settings.p100_config(
+        base.parse().context("sandbox URL")?,
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    let (client, target, _sandbox) = (
+        p100::Client::new(config)?,
+        format!("{base} (built-in sandbox)"),
+        running,
+    );
     let pool = crate::db::connect(url, 8).await?;
+    claim_for_demo(&pool, name).await?;
     crate::db::migrate(&pool).await?;
     let schedule = Arc::new(super::daemon::load_schedule(None)?);
 
@@ -178,6 +195,60 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     );
     println!("Inspect: p100-recon discrepancies list   (ack/resolve them with --note)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL of database `name` on the configured server, created when missing.
+async fn demo_database(server: &str, name: &str) -> anyhow::Result<String> {
+    let admin = crate::db::connect(server, 1).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        // The name is checked to [A-Za-z0-9_]: safe to splice, quoted to keep its case.
+        // Another demo creating it at the same moment is not an error.
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await;
+        if let Err(e) = created {
+            let duplicate =
+                matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04"));
+            if !duplicate {
+                return Err(anyhow::Error::new(e).context(format!("cannot create database {name}")));
+            }
+        }
+    }
+    admin.close().await;
+    let mut url = url::Url::parse(server)?;
+    url.set_path(name);
+    Ok(url.to_string())
+}
+
+/// Refuses a database that holds anything but the demo's data; marks an empty one as the
+/// demo's.
+async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()> {
+    let (tables, marked): (i64, bool) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE table_name <> $1), bool_or(table_name = $1) IS TRUE \
+           FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .bind(DEMO_MARKER)
+    .fetch_one(pool)
+    .await?;
+    if tables > 0 && !marked {
+        return Err(UsageError(format!(
+            "database {name} holds data that is not the demo's ({tables} tables); the demo \
+             writes append-only postings and works only in its own database (default \
+             {DEMO_DATABASE}) or an empty one"
+        ))
+        .into());
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {DEMO_MARKER} (claimed_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Enqueues each job (or brings its unit's live job forward); returns (id, runs so far).

@@ -43,52 +43,55 @@ pub fn json(report: &Report) -> String {
     out
 }
 
-/// `reconciliation.csv`: the header, then one row per discrepancy (RFC 4180: CRLF line ends,
-/// fields with a comma, quote, CR or LF quoted, quotes doubled; null is an empty field).
+/// `reconciliation.csv`: the header, then one row per discrepancy, written by the `csv` crate
+/// (RFC 4180 quoting, CRLF line ends; null is an empty field). Text that came from outside
+/// (ids, subjects, details) and starts like a formula gets a leading `'`, so a spreadsheet shows
+/// it instead of evaluating it; amounts are ours and stay numbers.
 pub fn csv(report: &Report) -> String {
-    let mut out = String::new();
-    csv_row(&mut out, CSV_HEADER.iter().copied());
-    for d in &report.discrepancies {
-        let first_seen = time(&d.first_seen_at);
-        let provider = opt_decimal(&d.provider_balance);
-        let ledger = opt_decimal(&d.ledger_balance);
-        let delta = opt_decimal(&d.delta);
-        csv_row(
-            &mut out,
-            [
-                d.id.as_str(),
-                d.owner.as_str(),
-                d.external_user_id.as_deref().unwrap_or(""),
-                d.currency.as_deref().unwrap_or(""),
-                d.class.as_str(),
-                d.subject.as_deref().unwrap_or(""),
-                provider.as_str(),
-                ledger.as_str(),
-                delta.as_str(),
-                d.state.as_str(),
-                d.severity.as_str(),
-                first_seen.as_str(),
-                d.detail.as_deref().unwrap_or(""),
-            ],
-        );
+    let mut writer = ::csv::WriterBuilder::new()
+        .terminator(::csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let rows = std::iter::once(
+        CSV_HEADER
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .chain(report.discrepancies.iter().map(|d| {
+        vec![
+            text_cell(&d.id),
+            d.owner.clone(),
+            text_cell(d.external_user_id.as_deref().unwrap_or("")),
+            text_cell(d.currency.as_deref().unwrap_or("")),
+            d.class.clone(),
+            text_cell(d.subject.as_deref().unwrap_or("")),
+            opt_decimal(&d.provider_balance),
+            opt_decimal(&d.ledger_balance),
+            opt_decimal(&d.delta),
+            d.state.clone(),
+            d.severity.clone(),
+            time(&d.first_seen_at),
+            text_cell(d.detail.as_deref().unwrap_or("")),
+        ]
+    }));
+    for row in rows {
+        writer
+            .write_record(&row)
+            .expect("writing CSV into memory cannot fail");
     }
-    out
+    let bytes = writer
+        .into_inner()
+        .expect("flushing CSV into memory cannot fail");
+    String::from_utf8(bytes).expect("CSV of UTF-8 strings is UTF-8")
 }
 
-fn csv_row<'a>(out: &mut String, fields: impl IntoIterator<Item = &'a str>) {
-    for (i, field) in fields.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        if field.contains([',', '"', '\r', '\n']) {
-            out.push('"');
-            out.push_str(&field.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(field);
-        }
+/// A text cell a spreadsheet will not evaluate (OWASP's CSV injection advice).
+fn text_cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
     }
-    out.push_str("\r\n");
 }
 
 /// A short multi-line summary for a terminal.

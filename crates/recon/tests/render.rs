@@ -488,6 +488,31 @@ fn csv_has_one_row_per_discrepancy_and_round_trips() {
     assert_eq!(render::csv(&empty).lines().count(), 1);
 }
 
+/// Security review: a user id `=HYPERLINK(…)` and a transaction id `=1+2` went into cells a
+/// spreadsheet evaluates. Outside text that starts like a formula is prefixed with `'`;
+/// negative amounts stay numbers.
+#[test]
+fn csv_cells_from_outside_never_start_a_formula() {
+    let mut report = sample();
+    let d = &mut report.discrepancies[0];
+    d.external_user_id = Some("=HYPERLINK(\"http://evil\",\"x\")".into());
+    d.subject = Some("=1+2".into());
+    d.detail = Some("@SUM(A1)".into());
+    d.delta = Some("-120.00".parse().unwrap());
+    let text = render::csv(&report);
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let row = reader.records().next().unwrap().unwrap();
+    assert_eq!(&row[2], "'=HYPERLINK(\"http://evil\",\"x\")");
+    assert_eq!(&row[5], "'=1+2");
+    assert_eq!(&row[12], "'@SUM(A1)");
+    assert_eq!(&row[8], "-120.00");
+    for record in reader.records() {
+        for cell in record.unwrap().iter() {
+            assert!(!cell.starts_with(['=', '+', '@']), "{cell}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // (d) HTML, as text
 
