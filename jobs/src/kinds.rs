@@ -150,8 +150,24 @@ impl Kind {
         }
     }
 
-    /// Checks that `args` decode as this kind's payload.
+    /// Checks that `args` of a new job decode as this kind's payload and name no field it does
+    /// not know (a typo would otherwise be dropped silently). Stored payloads are read
+    /// leniently instead (a job queued by a newer build may carry fields this one lacks).
     pub fn validate_args(self, args: &serde_json::Value) -> Result<(), String> {
+        match self {
+            Kind::Noop => known_fields_only::<NoopArgs>(args),
+            Kind::TxSync => known_fields_only::<TxSyncArgs>(args),
+            Kind::KycPoll => known_fields_only::<crate::kyc_poll::KycPollArgs>(args),
+            Kind::ExchangeFinalize => {
+                known_fields_only::<crate::exchange_finalize::ExchangeFinalizeArgs>(args)
+            }
+            Kind::SepaStatus => known_fields_only::<crate::sepa_status::SepaStatusArgs>(args),
+            Kind::Reconcile => known_fields_only::<crate::reconcile::ReconcileArgs>(args),
+            Kind::Report => known_fields_only::<crate::report::ReportArgs>(args),
+            Kind::IntakeSweep => known_fields_only::<crate::intake_sweep::IntakeSweepArgs>(args),
+            Kind::SyncSweep => known_fields_only::<crate::sync_sweep::SyncSweepArgs>(args),
+        }
+        .map_err(|e| format!("{self}: {e}"))?;
         self.dedup_key(args).map(drop)
     }
 
@@ -221,6 +237,20 @@ impl Kind {
     }
 }
 
+/// Decodes `args` as `T`, failing on any field `T` does not have.
+fn known_fields_only<T: serde::de::DeserializeOwned>(
+    args: &serde_json::Value,
+) -> Result<(), String> {
+    let mut unknown = Vec::new();
+    let _: T = serde_ignored::deserialize(args, |path| unknown.push(path.to_string()))
+        .map_err(|e| e.to_string())?;
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unknown field(s): {}", unknown.join(", ")))
+    }
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -284,6 +314,20 @@ mod tests {
         );
         assert_eq!(Kind::parse("noop"), Some(Kind::Noop));
         assert_eq!(Kind::parse("Noop"), None);
+    }
+
+    /// Security review: unknown `--args` fields were accepted and dropped.
+    #[test]
+    fn a_new_job_naming_an_unknown_field_is_refused() {
+        let e = Kind::TxSync
+            .validate_args(&serde_json::json!({"partner": true, "overlap_secs": 60}))
+            .unwrap_err();
+        assert!(e.contains("overlap_secs"), "{e}");
+        assert!(
+            Kind::TxSync
+                .validate_args(&serde_json::json!({"partner": true, "overlap_seconds": 60}))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -44,9 +44,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let name = args.database.as_deref().unwrap_or(DEMO_DATABASE);
     if name.is_empty()
         || name.len() > 63
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return Err(UsageError(format!(
             "--database {name:?}: expected 1 to 63 letters, digits or _"

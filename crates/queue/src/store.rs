@@ -303,6 +303,23 @@ pub async fn complete(
     complete_attempts(db, worker, &unguarded).await
 }
 
+/// Longest error text kept for a job (`last_error` and each entry of its history).
+pub const MAX_ERROR_CHARS: usize = 2_000;
+
+/// An error as stored: control characters (which could forge lines where it is printed)
+/// become spaces, and it is cut at [`MAX_ERROR_CHARS`].
+fn bounded_error(error: &str) -> String {
+    let mut out: String = error
+        .chars()
+        .take(MAX_ERROR_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if error.chars().nth(MAX_ERROR_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// [`complete`], guarded by attempt: an outcome of attempt n is recorded only while the job is
 /// still in attempt n, so a run that lost its lease (and whose job was claimed again, even by
 /// the same worker) cannot overwrite the newer attempt's result. `None` skips the check.
@@ -317,7 +334,7 @@ pub async fn complete_attempts(
     let n = outcomes.len();
     let mut ids = Vec::with_capacity(n);
     let mut actions = Vec::with_capacity(n);
-    let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut results: Vec<Option<&serde_json::Value>> = Vec::with_capacity(n);
     let mut caps: Vec<i32> = Vec::with_capacity(n);
@@ -343,7 +360,7 @@ pub async fn complete_attempts(
             Completion::Snooze { result, at } => ("snooze", None, Some(*at), Some(result), 0),
         };
         actions.push(action);
-        errors.push(error);
+        errors.push(error.map(bounded_error));
         run_ats.push(at);
         results.push(result);
         caps.push(cap);
@@ -825,4 +842,24 @@ pub async fn last_tick(
             .fetch_optional(db)
             .await?;
     Ok(row.and_then(|r| r.0))
+}
+
+#[cfg(test)]
+mod bounded_error_tests {
+    use super::*;
+
+    /// Security review: a 100 KB P100 message with `\u{1b}[2J\n FAKE LOG LINE` was stored
+    /// whole in `jobs.last_error` and printed raw by `enqueue --wait`.
+    #[test]
+    fn stored_errors_are_bounded_and_hold_no_control_characters() {
+        let hostile = format!(
+            "P100 said: \u{1b}[2J\n FAKE LOG LINE {}",
+            "A".repeat(100_000)
+        );
+        let stored = bounded_error(&hostile);
+        assert!(!stored.chars().any(char::is_control), "{stored:?}");
+        assert_eq!(stored.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(stored.starts_with("P100 said:") && stored.ends_with('…'));
+        assert_eq!(bounded_error("short"), "short");
+    }
 }
