@@ -321,12 +321,18 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
-        self.wait_for_turn().await;
         let method_name: &'static str = if method == Method::POST {
             "POST"
         } else {
             "GET"
         };
+        // Ids are percent-encoded as one segment each, but `.` and `..` would still be resolved
+        // as path steps (`--user ..` asked for the partner's own balances): never sent.
+        if let Some(dot) = spec.segments.iter().find(|s| *s == "." || *s == "..") {
+            let failure = Failure::Refused(format!("{dot:?} is not an id"));
+            return Err(self.local_error(method_name, &spec, failure));
+        }
+        self.wait_for_turn().await;
         let is_write = method != Method::GET;
         let url = self.url_for(&spec);
         let path = url.path().to_owned();

@@ -54,6 +54,9 @@ pub enum Failure {
     Transport(String),
     /// P100 answered 2xx with a body we could not decode.
     Decode(String),
+    /// Refused before sending: the request could not mean what it says (an id that a URL
+    /// resolves as a path segment, `.` or `..`). Retrying cannot help.
+    Refused(String),
 }
 
 /// A failed call to P100. Carries the path, HTTP status, P-code and P100's message; never the
@@ -103,6 +106,7 @@ impl fmt::Display for Error {
             Failure::Timeout => f.write_str(": timed out")?,
             Failure::Transport(detail) => write!(f, ": connection broken ({detail})")?,
             Failure::Decode(detail) => write!(f, ": unreadable response ({detail})")?,
+            Failure::Refused(detail) => write!(f, ": not sent ({detail})")?,
         }
         if let Some(status) = self.status {
             write!(f, ": HTTP {}", status.as_u16())?;
@@ -143,6 +147,7 @@ pub fn classify(
     match failure {
         // Nothing was sent: always safe to retry.
         Failure::Connect => return ErrorClass::Transient,
+        Failure::Refused(_) => return ErrorClass::Permanent,
         Failure::Timeout | Failure::Transport(_) | Failure::Decode(_) => return lost_answer,
         Failure::Http => {}
     }

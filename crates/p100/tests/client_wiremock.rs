@@ -935,3 +935,22 @@ async fn p100s_text_is_bounded_and_cannot_forge_a_log_line() {
     );
     assert_eq!(e.code(), Some("P403"));
 }
+
+/// Security review: `balances --user ..` sent `GET /v1/user/balances` (the URL library
+/// resolves dot segments) and stored the partner-level answer as user `..`.
+#[tokio::test]
+async fn a_dot_segment_id_is_never_sent() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let client = client_for(&server.uri());
+    let e = client.kyc_status("..").await.unwrap_err();
+    assert!(matches!(e.failure, Failure::Refused(_)), "{e}");
+    assert_eq!(e.class, ErrorClass::Permanent);
+    assert!(client.sepa_transfer(".").await.is_err());
+    assert!(client.balances(&Scope::User("..".into())).await.is_err());
+    assert!(client.exchange_details("..").await.is_err());
+}
