@@ -212,7 +212,7 @@ impl Kind {
             Kind::Reconcile => {
                 let args = crate::reconcile::ReconcileArgs::deserialize(args)
                     .map_err(|e| e.to_string())?;
-                if let Some(user) = &args.user {
+                for user in args.user.iter().chain(&args.users) {
                     ledger::owner::check_external_user_id(user)
                         .map_err(|e| format!("reconcile \"user\": {e}"))?;
                 }

@@ -24,6 +24,7 @@ pub mod enqueue;
 pub mod exchange_finalize;
 pub mod findings;
 pub mod handler;
+pub mod in_run_retry;
 pub mod intake_sweep;
 pub mod kinds;
 pub mod kyc_poll;

@@ -65,11 +65,33 @@ pub struct ReconcileArgs {
     /// How long something may stay pending (default 72 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after_seconds: Option<u64>,
+    /// A follow-up of this run: exactly the owners it left unchecked (`partner` and `users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up_of: Option<i64>,
+    /// With `follow_up_of`: the users to cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// With `follow_up_of`: how many follow-ups came before this one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub follow_up_depth: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Follow-ups in a chain at most: P100 unavailable for this long is an outage a person
+/// should see, not something to keep retrying quietly.
+const MAX_FOLLOW_UPS: u32 = 12;
+/// A follow-up runs this long after the run that queued it.
+const FOLLOW_UP_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 impl ReconcileArgs {
     /// `all`, `partner` or `user:<id>`.
     pub fn scope(&self) -> String {
+        if let Some(run) = self.follow_up_of {
+            return format!("follow-up:{run}");
+        }
         match (&self.user, self.partner) {
             (Some(id), _) => format!("user:{id}"),
             (None, true) => "partner".to_owned(),
@@ -142,6 +164,11 @@ struct Tally {
     reasons: Vec<String>,
     /// Tracked users P100 does not know.
     unknown: Vec<String>,
+    /// Owners left unchecked because P100 stayed unavailable (transiently): a follow-up run
+    /// covers exactly them.
+    follow_up: Vec<Owner>,
+    /// Users P100 answered for (any that were marked unknown are known again).
+    answered: Vec<String>,
 }
 
 /// One owner's balances as P100 reported them, and when they were read (its cut-off).
@@ -183,11 +210,15 @@ async fn reconcile_run(
 ) -> Result<RunSummary, String> {
     let started = Utc::now();
     let mut tally = Tally::default();
-    let owners = select_owners(ctx, args, budget, &mut tally).await?;
-    // The nightly chain: history first, so the comparison sees what P100 has shown.
-    if args.sync {
-        sync_all(ctx, client, &owners, &mut tally).await;
-    }
+    let owners = select_owners(ctx, args, budget).await?;
+    // The nightly chain: history first, so the comparison sees what P100 has shown. An owner
+    // whose history could not be read is left unchecked (its balance would be compared with an
+    // incomplete ledger and differ for no reason).
+    let owners = if args.sync {
+        sync_all(ctx, client, owners, &mut tally).await
+    } else {
+        owners
+    };
     let (rows, ops) = transactions_to_match(ctx, &owners, started).await?;
     let rules = TxRules {
         grace: args
@@ -334,6 +365,15 @@ async fn reconcile_run(
             .await
             .map_err(|e| format!("queueing the report of run {run_id}: {e}"))?;
     }
+    if !tally.follow_up.is_empty() && args.follow_up_depth < MAX_FOLLOW_UPS {
+        let job = follow_up(ctx, args, run_id, &tally.follow_up)?;
+        queue::store::enqueue_many(&mut *tx, &[job])
+            .await
+            .map_err(|e| format!("queueing the follow-up of run {run_id}: {e}"))?;
+    }
+    ledger::users::mark_known(&mut *tx, &tally.answered)
+        .await
+        .map_err(failed("recording the users P100 knows again"))?;
     covered.extend(tally.unknown.iter().cloned().map(Owner::User));
     ledger::reconciliation::mark_reconciled(&mut *tx, &covered, started)
         .await
@@ -353,14 +393,52 @@ async fn reconcile_run(
     })
 }
 
+/// A run for exactly the owners `run_id` left unchecked, in a few minutes, syncing first if
+/// the run did; it writes no report (the day's report is the nightly run's).
+fn follow_up(
+    ctx: &JobContext,
+    args: &ReconcileArgs,
+    run_id: i64,
+    owners: &[Owner],
+) -> Result<queue::NewJob, String> {
+    let args = ReconcileArgs {
+        partner: owners.contains(&Owner::Partner),
+        users: owners
+            .iter()
+            .filter_map(|o| o.external_user_id().map(str::to_owned))
+            .collect(),
+        follow_up_of: Some(run_id),
+        follow_up_depth: args.follow_up_depth + 1,
+        user: None,
+        report: false,
+        ..args.clone()
+    };
+    let payload = serde_json::to_value(&args).map_err(|e| e.to_string())?;
+    crate::enqueue::new_job(
+        crate::kinds::Kind::Reconcile,
+        payload,
+        &ctx.schedule,
+        Some(Utc::now() + FOLLOW_UP_AFTER),
+    )
+}
+
 /// The owners a run covers: the partner, one user, or (all) the partner and the users due,
-/// as many as the budget allows; users P100 does not know go to the tally without a call.
+/// as many as the budget allows, and every user P100 did not know (asked again); or exactly
+/// the owners a run left unchecked (a follow-up).
 async fn select_owners(
     ctx: &JobContext,
     args: &ReconcileArgs,
     budget: u64,
-    tally: &mut Tally,
 ) -> Result<Vec<Owner>, String> {
+    if args.follow_up_of.is_some() {
+        let partner = args.partner.then_some(Owner::Partner);
+        let users = args
+            .users
+            .iter()
+            .map(|id| Owner::user(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(partner.into_iter().chain(users).collect());
+    }
     Ok(match (&args.user, args.partner) {
         (Some(id), _) => vec![Owner::User(id.clone())],
         (None, true) => vec![Owner::Partner],
@@ -371,36 +449,67 @@ async fn select_owners(
             let users = ledger::reconciliation::select_users(&ctx.pool, window, room as i64)
                 .await
                 .map_err(failed("selecting the users due"))?;
-            tally.unknown = ledger::reconciliation::unknown_users(&ctx.pool)
+            // Users P100 did not know are asked again on every run: P100 may know them now.
+            let unknown = ledger::reconciliation::unknown_users(&ctx.pool)
                 .await
                 .map_err(failed("listing users unknown at P100"))?;
             std::iter::once(Owner::Partner)
                 .chain(users.into_iter().map(Owner::User))
+                .chain(unknown.into_iter().map(Owner::User))
                 .collect()
         }
     })
 }
 
-async fn sync_all(ctx: &JobContext, client: &p100::Client, owners: &[Owner], tally: &mut Tally) {
+/// Syncs each owner's history, retrying transient failures within the run; returns the
+/// owners whose balances can be compared (synced, or unknown at P100 and so re-asked).
+async fn sync_all(
+    ctx: &JobContext,
+    client: &p100::Client,
+    owners: Vec<Owner>,
+    tally: &mut Tally,
+) -> Vec<Owner> {
+    use crate::tx_sync::SyncError;
+    let mut synced = Vec::with_capacity(owners.len());
     for owner in owners {
-        match crate::tx_sync::sync(client, &ctx.pool, owner, crate::tx_sync::DEFAULT_OVERLAP).await
-        {
-            Ok(summary) => tally.calls += summary.pages.max(1) as u64,
-            // A user P100 does not know is reported as such, not as a failed sync.
-            Err(crate::tx_sync::SyncError::P100(e)) if e.code() == Some("P412") => tally.calls += 1,
+        let (result, attempts) = crate::in_run_retry::retrying(
+            |e: &SyncError| matches!(e, SyncError::P100(e) if crate::in_run_retry::p100_transient(e)),
+            || crate::tx_sync::sync(client, &ctx.pool, &owner, crate::tx_sync::DEFAULT_OVERLAP),
+        )
+        .await;
+        // Each failed attempt made at least one call; a success made one per page.
+        tally.calls += u64::from(attempts - 1);
+        match result {
+            Ok(summary) => {
+                tally.calls += summary.pages.max(1) as u64;
+                synced.push(owner);
+            }
+            // A user P100 does not know: its balance read says so again (and says when P100
+            // knows it after all).
+            Err(SyncError::P100(e)) if e.code() == Some("P412") => {
+                tally.calls += 1;
+                synced.push(owner);
+            }
             Err(e) => {
                 tally.calls += 1;
-                tally.reasons.push(format!("sync of {owner} failed: {e}"));
+                if matches!(&e, SyncError::P100(e) if crate::in_run_retry::p100_transient(e)) {
+                    tally.follow_up.push(owner.clone());
+                }
+                tally.reasons.push(format!(
+                    "{owner} left unchecked: its history could not be synced after {attempts} attempts: {e}"
+                ));
             }
         }
     }
+    synced
 }
 
-/// One owner's answer to a balance read, with its time.
+/// One owner's answer to a balance read, with its time and the calls it took.
 type Answer = (
     Owner,
     DateTime<Utc>,
     Result<p100::model::Balances, p100::Error>,
+    u32,
 );
 
 /// Reads the owners' balances, a batch at a time with up to `CONCURRENCY` requests in flight,
@@ -415,8 +524,13 @@ async fn fetch_balances(
             .map(|owner| {
                 let client = &client;
                 async move {
-                    let answer = client.balances(&crate::balances::scope_of(&owner)).await;
-                    (owner, Utc::now(), answer)
+                    let scope = crate::balances::scope_of(&owner);
+                    let (answer, calls) =
+                        crate::in_run_retry::retrying(crate::in_run_retry::p100_transient, || {
+                            client.balances(&scope)
+                        })
+                        .await;
+                    (owner, Utc::now(), answer, calls)
                 }
             })
             .buffer_unordered(CONCURRENCY)
@@ -436,22 +550,32 @@ async fn record_reads(
     tally: &mut Tally,
 ) -> Result<Vec<Read>, String> {
     let mut reads = Vec::with_capacity(answers.len());
-    for (owner, at, answer) in answers {
-        tally.calls += 1;
+    for (owner, at, answer, calls) in answers {
+        tally.calls += u64::from(calls);
         match answer {
-            Ok(balances) => reads.push(Read {
-                balances: crate::balances::to_snapshots(&owner, &balances, at),
-                owner,
-                at,
-            }),
+            Ok(balances) => {
+                tally
+                    .answered
+                    .extend(owner.external_user_id().map(str::to_owned));
+                reads.push(Read {
+                    balances: crate::balances::to_snapshots(&owner, &balances, at),
+                    owner,
+                    at,
+                })
+            }
             Err(e) if e.code() == Some("P412") => {
                 tally
                     .unknown
                     .extend(owner.external_user_id().map(str::to_owned));
             }
-            Err(e) => tally
-                .reasons
-                .push(format!("balances of {owner} could not be read: {e}")),
+            Err(e) => {
+                if crate::in_run_retry::p100_transient(&e) {
+                    tally.follow_up.push(owner.clone());
+                }
+                tally.reasons.push(format!(
+                    "{owner} left unchecked: its balances could not be read after {calls} attempts: {e}"
+                ));
+            }
         }
     }
     let snapshots: Vec<_> = reads

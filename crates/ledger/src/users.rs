@@ -179,3 +179,18 @@ pub async fn kyc_history(
     .fetch_all(db)
     .await?)
 }
+
+/// Users P100 answered for: any marked unknown at P100 is known again.
+pub async fn mark_known(db: impl PgExecutor<'_>, users: &[String]) -> Result<u64, Error> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "UPDATE tracked_users SET unknown_at_p100 = false \
+          WHERE unknown_at_p100 AND external_user_id = ANY($1)",
+    )
+    .bind(users)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

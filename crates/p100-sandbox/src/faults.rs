@@ -2,7 +2,7 @@
 //!
 //! A fault matches requests by path prefix (`route`, or `"*"` for every P100 route) and
 //! optionally method. It lets the first `skip` matching requests through, then fires on the
-//! next `times` ones (`null` = forever). Each fault counts independently; when several fire on
+//! next `times` ones (`null` = forever), or with `every: n` on each n-th of them only. Each fault counts independently; when several fire on
 //! one request their latencies add up and the first non-latency fault decides the answer.
 //!
 //! Timing: by default a fault answers *instead of* P100, before the API key is checked. Kinds
@@ -89,6 +89,9 @@ pub struct Fault {
     pub times: Option<u32>,
     /// Matching requests let through before it starts firing.
     pub skip: u32,
+    /// Fire only on every n-th matching request after `skip` (a steady rate of transient
+    /// faults: `every: 10` is 10 %, never twice in a row); `None` = on each one.
+    pub every: Option<u32>,
     /// Force the fault before (`false`) or after (`true`) the handler; `None` = the kind's
     /// default (see the module docs).
     pub after_handler: Option<bool>,
@@ -103,8 +106,15 @@ impl Fault {
             kind,
             times: None,
             skip: 0,
+            every: None,
             after_handler: None,
         }
+    }
+
+    /// Fire on every `n`-th matching request only.
+    pub fn every(mut self, n: u32) -> Self {
+        self.every = Some(n.max(1));
+        self
     }
 
     /// Only for this HTTP method.
@@ -156,6 +166,8 @@ struct RawFault {
     #[serde(default)]
     skip: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    every: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
@@ -204,6 +216,7 @@ impl TryFrom<RawFault> for Fault {
             kind,
             times: r.times,
             skip: r.skip,
+            every: r.every.map(|n| n.max(1)),
             after_handler: r.after_handler,
         })
     }
@@ -225,6 +238,7 @@ impl From<Fault> for RawFault {
             kind: f.kind.name().into(),
             times: f.times,
             skip: f.skip,
+            every: f.every,
             ms,
             status,
             retry_after_seconds,
@@ -289,6 +303,10 @@ impl FaultSet {
                 continue;
             }
             if f.fault.times.is_some_and(|t| f.fired >= u64::from(t)) {
+                continue;
+            }
+            let nth = f.seen - u64::from(f.fault.skip);
+            if f.fault.every.is_some_and(|n| nth % u64::from(n) != 0) {
                 continue;
             }
             f.fired += 1;
