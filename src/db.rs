@@ -8,6 +8,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use crate::settings::redact_url;
 
+/// How long a connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects to Postgres; the error says which database could not be reached.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<ledger::PgPool> {
     let shown = redact_url(url);
@@ -16,15 +19,19 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<ledger::
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL {shown}: {e}"))?;
     // One connection first: a refused port or a rejected password says so at once, where the
     // pool would retry until its timeout and report only "pool timed out".
-    PgConnection::connect_with(&options)
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database at {shown}: {e}"))?
-        .close()
-        .await
-        .ok();
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot connect to the database at {shown}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database at {shown}: {e}"))?;
+    first.close().await.ok();
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to the database at {shown}"))

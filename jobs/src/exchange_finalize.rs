@@ -254,9 +254,12 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
                         {
                             continue;
                         }
-                        let Some(key) = crate::mapping::local_operation_key(&owner, l) else {
+                        let keys = crate::mapping::local_operation_keys(&owner, l);
+                        // Posted already, under today's key or the one an older build used.
+                        if keys.is_empty() || ledger::postings::any_posted(&mut tx, &keys).await? {
                             continue;
-                        };
+                        }
+                        let key = keys[0].clone();
                         match crate::mapping::to_posting(&owner, l, key) {
                             Ok(Some(p)) => postings.push(p),
                             Ok(None) => {}
@@ -344,8 +347,10 @@ async fn resolve_unknown(
                 after: Duration::from_secs(1),
             })
         }
-        0 if Utc::now()
-            < ex.expires_at + chrono::Duration::from_std(RESOLVE_GRACE).unwrap_or_default() =>
+        0 if ex
+            .expires_at
+            .checked_add_signed(chrono::Duration::from_std(RESOLVE_GRACE).unwrap_or_default())
+            .is_none_or(|until| Utc::now() < until) =>
         {
             // An exchange shows in history once settled: look again shortly.
             Ok(Outcome::Snooze {

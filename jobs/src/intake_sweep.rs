@@ -51,8 +51,18 @@ async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::V
         .await
         .map_err(|e| e.to_string())?;
     let mut jobs = Vec::new();
-    let mut add = |kind: Kind, payload: serde_json::Value| {
-        crate::enqueue::new_job(kind, payload, &ctx.schedule, None).map(|job| jobs.push(job))
+    // A row the job's own validation refuses (one stored before the tables' CHECKs held the
+    // same rules) is named and skipped: one bad row must not stop every other row's intake.
+    let mut add = |kind: Kind, payload: serde_json::Value| -> Result<(), String> {
+        match crate::enqueue::new_job(kind, payload.clone(), &ctx.schedule, None) {
+            Ok(job) => jobs.push(job),
+            Err(e) => {
+                metrics::counter!("intake_rejected_total", "kind" => kind.name()).increment(1);
+                tracing::error!(job.kind = kind.name(), args = %payload, error = %e,
+                    "intake row refused: {e}; it gets no {kind} job until it is corrected");
+            }
+        }
+        Ok(())
     };
     for user in &due.users {
         add(

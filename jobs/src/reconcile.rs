@@ -445,7 +445,7 @@ async fn select_owners(
         (None, false) => {
             let per_owner = if args.sync { 2 } else { 1 };
             let room = budget.saturating_sub(per_owner) / per_owner;
-            let window = Duration::from_secs(args.window_hours.unwrap_or(168) * 3600);
+            let window = Duration::from_secs(args.window_hours.unwrap_or(168).min(876_000) * 3600);
             let users = ledger::reconciliation::select_users(&ctx.pool, window, room as i64)
                 .await
                 .map_err(failed("selecting the users due"))?;

@@ -217,7 +217,10 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 true,
             )
             .await?;
-            let key = crate::mapping::local_operation_key(&owner, &movement);
+            let keys = crate::mapping::local_operation_keys(&owner, &movement);
+            // Posted already, under today's key or the one an older build used.
+            let posted = ledger::postings::any_posted(&mut tx, &keys).await?;
+            let key = keys.into_iter().next().filter(|_| !posted);
             match key.map(|key| crate::mapping::to_posting(&owner, &movement, key)) {
                 Some(Ok(Some(p))) if !synced => {
                     ledger::postings::post(&mut tx, &[p]).await?;

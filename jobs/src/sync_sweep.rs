@@ -50,7 +50,9 @@ pub async fn run(ctx: &JobContext, args: SyncSweepArgs) -> Outcome {
             user: Some(user.clone()),
             ..TxSyncArgs::default()
         };
-        let at = now + chrono::Duration::milliseconds((step_ms * i as u64) as i64);
+        // Spread at most a day: no spread asked for can push a sync past the clock.
+        let offset_ms = step_ms.saturating_mul(i as u64).min(86_400_000);
+        let at = now + chrono::Duration::milliseconds(offset_ms as i64);
         match crate::enqueue::new_job(
             Kind::TxSync,
             serde_json::to_value(&sync).unwrap_or_default(),

@@ -207,8 +207,9 @@ fn plan_row(
             // A local operation may have posted this movement already: stand for it.
             // Whenever the row holds no live posting (new, or reversed earlier): a local
             // operation's posting is only adoptable while nothing else stands for it.
-            let local =
-                mapping::local_operation_key(owner, tx).and_then(|key| adoptable.remove(&key));
+            let local = mapping::local_operation_keys(owner, tx)
+                .iter()
+                .find_map(|key| adoptable.remove(key));
             match local {
                 Some(posted) if same_figures(&posted, tx) => RowLedger {
                     state: LedgerState::Posted,
@@ -361,7 +362,7 @@ pub async fn apply_page(
     let local_keys: Vec<String> = page
         .iter()
         .filter(|t| t.status == "COMPLETED")
-        .filter_map(|t| mapping::local_operation_key(owner, t))
+        .flat_map(|t| mapping::local_operation_keys(owner, t))
         .collect();
     let adoptable = ledger::provider::adoptable_postings(&mut tx, &local_keys).await?;
     let rows = page.len() + undecodable.len();

@@ -220,6 +220,16 @@ async fn demo_database(server: &str, name: &str) -> anyhow::Result<String> {
     admin.close().await;
     let mut url = url::Url::parse(server)?;
     url.set_path(name);
+    // A `dbname` parameter would override the path, and with it the demo's own database.
+    let params: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("dbname"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(None);
+    if !params.is_empty() {
+        url.query_pairs_mut().extend_pairs(params);
+    }
     Ok(url.to_string())
 }
 

@@ -52,7 +52,7 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
                             .or(d.amount)
                             .map(|a| a.to_string())
                             .unwrap_or_default(),
-                        d.subject.as_deref().unwrap_or("")
+                        super::shown(d.subject.as_deref().unwrap_or(""))
                     );
                 }
             }
@@ -75,8 +75,8 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
                         "  {}  {:<13} by {}: {}",
                         e.at,
                         e.event,
-                        e.actor,
-                        e.note.unwrap_or_default()
+                        super::shown(&e.actor),
+                        super::shown(&e.note.unwrap_or_default())
                     );
                 }
             }
@@ -112,8 +112,10 @@ async fn step(
 }
 
 fn owner_label(d: &Discrepancy) -> String {
-    ledger::Owner::from_columns(&d.owner_kind, d.external_user_id.clone())
-        .map_or_else(|e| e.to_string(), |o| o.to_string())
+    super::shown(
+        &ledger::Owner::from_columns(&d.owner_kind, d.external_user_id.clone())
+            .map_or_else(|e| e.to_string(), |o| o.to_string()),
+    )
 }
 
 fn print_one(d: &Discrepancy) {
@@ -124,7 +126,7 @@ fn print_one(d: &Discrepancy) {
         d.state,
         d.class,
         owner_label(d),
-        d.currency.as_deref().unwrap_or(""),
-        d.detail.as_deref().unwrap_or("")
+        super::shown(d.currency.as_deref().unwrap_or("")),
+        super::shown(d.detail.as_deref().unwrap_or(""))
     );
 }

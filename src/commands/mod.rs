@@ -23,6 +23,14 @@ mod sandbox;
 mod sepa;
 mod users;
 
+/// Text that came from outside (P100's ids, an intake row, a person's note) as a terminal
+/// line may show it: control characters (ANSI escapes, line breaks) become `?`.
+pub(crate) fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Runs one command line. Errors wrapping [`UsageError`] mean exit status 2.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.global.raw_settings(), cli.global.config.as_deref())

@@ -147,9 +147,10 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
                 );
                 for (s, a, r, t) in history {
                     println!(
-                        "  {t}  {s} {} {}",
-                        a.unwrap_or_default(),
-                        r.unwrap_or_default()
+                        "  {t}  {} {} {}",
+                        super::shown(&s),
+                        super::shown(&a.unwrap_or_default()),
+                        super::shown(&r.unwrap_or_default())
                     );
                 }
             }

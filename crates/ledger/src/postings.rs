@@ -119,6 +119,16 @@ impl NewPosting {
     }
 }
 
+/// Whether any of `keys` is already posted.
+pub async fn any_posted(conn: &mut PgConnection, keys: &[String]) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_postings WHERE idempotency_key = ANY($1))",
+    )
+    .bind(keys)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Writes postings whose keys are new; returns how many were written. The caller holds the
 /// write lock of the owner whose accounts the postings touch ([`crate::owner_lock`]), taken
 /// first in its transaction. Postings already

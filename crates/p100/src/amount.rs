@@ -110,12 +110,13 @@ impl<'de> Visitor<'de> for AmountVisitor {
         parse_amount(v).map_err(E::custom)
     }
 
+    // Integers take the same path as text, so the same bound applies.
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
+        parse_amount(&v.to_string()).map_err(E::custom)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
+        parse_amount(&v.to_string()).map_err(E::custom)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {

@@ -18,6 +18,7 @@ use crate::model::{
     KycStatusResponse, SepaTransfer, TransactionPage,
 };
 use crate::paths::{self, PathSpec, Scope};
+use crate::text::clean_text;
 
 /// Header P100 reads the key from; the docs insist on this lowercase spelling.
 const API_KEY_HEADER: &str = "x-api-key";
@@ -25,8 +26,6 @@ const API_KEY_HEADER: &str = "x-api-key";
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Pause used after a 429 that carries no `Retry-After`.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
-/// At most this much of any text P100 sends (message, error name, code) is kept.
-const MAX_MESSAGE_CHARS: usize = 200;
 /// Largest success body read (a full history page is about 60 KB); a longer one is refused
 /// unread rather than held in memory.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -436,7 +435,7 @@ impl Client {
             if status.is_success() {
                 return serde_json::from_slice::<T>(&bytes).map_err(|e| {
                     fail(
-                        Failure::Decode(e.to_string()),
+                        Failure::Decode(clean_text(&e.to_string())),
                         Some(status),
                         ErrorBody::default(),
                         None,
@@ -529,36 +528,6 @@ async fn read_body(mut response: reqwest::Response, limit: BodyLimit) -> Result<
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
-}
-
-/// Text from P100 made safe to log and print: whitespace runs (newlines included) become one
-/// space, other control characters (ANSI escapes) are dropped, and it is cut at
-/// [`MAX_MESSAGE_CHARS`] characters with an ellipsis.
-pub fn clean_text(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = 0;
-    let mut pending_space = false;
-    for c in text.trim().chars() {
-        if c.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if c.is_control() {
-            continue;
-        }
-        if chars >= MAX_MESSAGE_CHARS {
-            out.push('…');
-            break;
-        }
-        if pending_space && !out.is_empty() {
-            out.push(' ');
-            chars += 1;
-        }
-        pending_space = false;
-        out.push(c);
-        chars += 1;
-    }
-    out
 }
 
 /// One debug line and the metrics for every call; failures are logged by whoever handles them.

@@ -19,10 +19,11 @@ macro_rules! p100_enum {
         }
 
         impl $name {
-            /// Decodes P100's text, case-insensitively; anything else is `Unknown`.
+            /// Decodes P100's text, case-insensitively; anything else is `Unknown`, kept
+            /// bounded and without control characters ([`crate::text::clean_text`]).
             pub fn parse(text: &str) -> Self {
                 $(if text.eq_ignore_ascii_case($text) { return Self::$variant; })+
-                Self::Unknown(text.to_owned())
+                Self::Unknown(crate::text::clean_text(text))
             }
 
             /// The canonical (documented) spelling, or the unknown text verbatim.

@@ -18,6 +18,7 @@ mod error;
 pub mod model;
 mod paths;
 mod rate;
+pub mod text;
 
 pub use amount::Currency;
 pub use client::{BuildError, Client, HistoryQuery, MAX_PAGE_SIZE};

@@ -21,8 +21,9 @@ pub struct KycStatusResponse {
     pub status: KycStatus,
     /// `PENDING`, `VERIFICATION`, `REJECTED_BY_PROVIDER`, `SUCCESSFUL`.
     pub attempt_status: KycAttemptStatus,
-    /// Present when the provider rejected the attempt (not confirmed for this endpoint).
-    #[serde(default)]
+    /// Present when the provider rejected the attempt (not confirmed for this endpoint);
+    /// bounded and without control characters ([`crate::text::clean_text`]).
+    #[serde(default, deserialize_with = "crate::text::de_clean_opt")]
     pub rejection_reason: Option<String>,
 }
 
