@@ -19,6 +19,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// P100 as last seen, shared with the jobs ([`jobs::context::P100Health`] values).
     pub p100: Arc<AtomicU8>,
+    /// Which job kinds have their workers running.
+    pub workers: crate::worker::WorkerHealth,
 }
 
 /// The router.
@@ -46,8 +48,12 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         1 => "unreachable (jobs retry with backoff)",
         _ => "auth_failed",
     };
-    let ready = db == "ok" && migrations == "ok" && p100 != "auth_failed";
-    let body = serde_json::json!({ "ready": ready, "database": db, "migrations": migrations, "p100": p100 });
+    let down = state.workers.down();
+    let ready = db == "ok" && migrations == "ok" && p100 != "auth_failed" && down.is_empty();
+    let body = serde_json::json!({
+        "ready": ready, "database": db, "migrations": migrations, "p100": p100,
+        "workers": if down.is_empty() { "ok".to_owned() } else { format!("not running: {}", down.join(", ")) },
+    });
     let status = if ready {
         StatusCode::OK
     } else {

@@ -1,8 +1,10 @@
 //! The apalis monitor: one worker per job kind (or several, for throughput), each on our
 //! Postgres backend, with panics caught, concurrency and timeout from `jobs/schedule.toml`.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
@@ -29,6 +31,91 @@ pub struct WorkerOptions {
     pub max_batch: usize,
     /// How long shutdown waits for in-flight jobs.
     pub grace: Duration,
+    /// Which workers run, for `/readyz` and `worker_up`.
+    pub health: WorkerHealth,
+}
+
+/// Restarts of one worker allowed within [`RESTART_WINDOW`]; beyond that it stays down (a
+/// crash loop), `/readyz` says so, and when no worker is left the daemon exits non-zero.
+const MAX_RESTARTS_IN_WINDOW: usize = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// Workers running per kind, against workers started, shared with the HTTP endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerHealth {
+    inner: Arc<Mutex<HealthState>>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// kind → (running, expected).
+    kinds: BTreeMap<String, (usize, usize)>,
+    /// worker (without its restart number) → recent restarts.
+    restarts: HashMap<String, VecDeque<Instant>>,
+}
+
+impl WorkerHealth {
+    fn expect(&self, kind: &str, workers: usize) {
+        if let Ok(mut h) = self.inner.lock() {
+            h.kinds.entry(kind.to_owned()).or_default().1 += workers;
+        }
+        metrics::gauge!("worker_up", "kind" => kind.to_owned()).set(0.0);
+    }
+
+    fn started(&self, kind: &str) {
+        self.adjust(kind, true);
+    }
+
+    fn adjust(&self, kind: &str, up: bool) {
+        let Ok(mut h) = self.inner.lock() else { return };
+        let entry = h.kinds.entry(kind.to_owned()).or_default();
+        entry.0 = if up {
+            entry.0 + 1
+        } else {
+            entry.0.saturating_sub(1)
+        };
+        metrics::gauge!("worker_up", "kind" => kind.to_owned()).set(if entry.0 > 0 {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// A worker stopped on an error: whether it may start again (not a crash loop).
+    fn stopped(&self, kind: &str, worker: &str) -> bool {
+        self.adjust(kind, false);
+        let Ok(mut h) = self.inner.lock() else {
+            return false;
+        };
+        let base = worker
+            .rsplit_once("-r")
+            .map_or(worker, |(b, _)| b)
+            .to_owned();
+        let recent = h.restarts.entry(base).or_default();
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        recent.len() <= MAX_RESTARTS_IN_WINDOW
+    }
+
+    /// Kinds with fewer workers running than started (empty when all run).
+    pub fn down(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|h| {
+                h.kinds
+                    .iter()
+                    .filter(|(_, (up, expected))| up < expected)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Default for WorkerOptions {
@@ -40,6 +127,7 @@ impl Default for WorkerOptions {
             workers_per_kind: 1,
             max_batch: 100,
             grace: Duration::from_secs(30),
+            health: WorkerHealth::default(),
         }
     }
 }
@@ -101,19 +189,32 @@ pub async fn run(
             }
         };
     }
+    let health = options.health.clone();
+    let requested = Arc::new(AtomicBool::new(false));
+    let requested_by_signal = requested.clone();
     monitor
-        .should_restart(|worker, error| {
-            tracing::error!(worker = worker.name(), %error, "worker stopped: {error}");
-            // A worker stops only on errors its backend could not ride out; restart it, but
-            // let a crash loop end the process so the orchestrator notices.
-            worker.restarts() < 100
+        .should_restart(move |worker, error| {
+            let kind = worker.name().split('@').next().unwrap_or_default();
+            // Database outages are ridden out inside the backend; a worker stops only on
+            // something else. It restarts, unless it is crash-looping.
+            let again = health.stopped(kind, worker.name());
+            tracing::error!(worker = worker.name(), %error, restart = again, "worker stopped: {error}");
+            again
         })
         .shutdown_timeout(options.grace)
         .run_with_signal(async move {
             shutdown.await;
+            requested_by_signal.store(true, Ordering::SeqCst);
             Ok(())
         })
         .await?;
+    if !requested.load(Ordering::SeqCst) {
+        anyhow::bail!(
+            "every worker stopped without a shutdown request (kinds down: {}); exiting so the \
+             supervisor restarts the daemon",
+            options.health.down().join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -162,9 +263,12 @@ where
     };
     let backend = PgJobs::<J::Args>::new(&ctx.pool, config).with_notifier(notifier);
     let mut monitor = monitor;
+    options.health.expect(&queue_name, workers);
     for index in 0..workers {
         let (backend, ctx, name) = (backend.clone(), ctx.clone(), queue_name.clone());
+        let health = options.health.clone();
         monitor = monitor.register(move |restarts| {
+            health.started(&name);
             WorkerBuilder::new(format!(
                 "{name}@{}-w{index}-r{restarts}",
                 process_identity()

@@ -542,7 +542,7 @@ async fn readyz_and_metrics_show_the_queue(pool: PgPool) {
         .unwrap();
     assert_eq!(
         ready,
-        json!({"ready": true, "database": "ok", "migrations": "ok", "p100": "reachable"})
+        json!({"ready": true, "database": "ok", "migrations": "ok", "p100": "reachable", "workers": "ok"})
     );
     sqlx::query(
         "INSERT INTO discrepancies (owner_kind, currency, class, severity) VALUES ('partner', 'eur', 'balance_mismatch', 'high'),
@@ -573,6 +573,7 @@ async fn readyz_and_metrics_show_the_queue(pool: PgPool) {
         "{metrics}"
     );
     assert!(metrics.contains("job_duration_seconds"), "{metrics}");
+    assert!(metrics.contains(r#"worker_up{kind="noop"} 1"#), "{metrics}");
     assert!(
         metrics.contains("p100_request_duration_seconds"),
         "the start-up credential check is measured: {metrics}"
@@ -701,4 +702,92 @@ async fn a_daemon_killed_during_finalize_never_submits_twice(pool: PgPool) {
         "P100 saw exactly one finalize"
     );
     assert_eq!(state(pool.clone()).await, "COMPLETED");
+}
+
+/// Makes the test's database refuse connections (and drops the open ones) until `restore`.
+async fn database_outage(db_name: &str, on: bool) {
+    let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let quoted = format!("\"{db_name}\"");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {quoted} WITH ALLOW_CONNECTIONS {on}",
+        on = if on { "false" } else { "true" }
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    if on {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(db_name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+    admin.close().await;
+}
+
+/// Issue 11: a database error stopped a worker and spent a restart budget that never
+/// refilled; a short outage burned it and the daemon exited 0 while Postgres was still down.
+/// Now the workers ride the outage out: `/readyz` says the database is unreachable, then ready
+/// again, the process never exits, and a job enqueued after the outage runs once.
+#[sqlx::test(migrations = false)]
+async fn a_database_outage_is_ridden_out_and_the_daemon_never_dies(pool: PgPool) {
+    migrate(&pool).await;
+    let db_name = pool.connect_options().get_database().unwrap().to_owned();
+    let p100 = sandbox().await;
+    let schedule = write_schedule("outage", PLAIN);
+    let mut daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &[]).await;
+    let readyz = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(readyz(daemon.port).await, 200);
+
+    database_outage(&db_name, true).await;
+    pool.close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz(daemon.port).await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never reported the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Long enough for every worker to have polled (and failed) many times.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited during the outage"
+    );
+    database_outage(&db_name, false).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readyz(daemon.port).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz never came back");
+        assert!(
+            daemon.child.try_wait().unwrap().is_none(),
+            "the daemon exited"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pool = PgPool::connect(&url_of_name(&db_name)).await.unwrap();
+    let id = enqueue(&pool, noop(json!({}), 3)).await;
+    let row = wait_for(&pool, id, Duration::from_secs(20), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    assert_eq!(row.attempts, 1);
+    assert!(daemon.child.try_wait().unwrap().is_none());
+}
+
+fn url_of_name(db_name: &str) -> String {
+    let base = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(db_name);
+    url.to_string()
 }

@@ -53,6 +53,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         workers_per_kind: args.workers_per_kind.max(1),
         max_batch: 100,
         grace: duration("grace", &args.grace)?,
+        health: crate::worker::WorkerHealth::default(),
     };
     if options.heartbeat >= options.lease {
         return Err(UsageError("--heartbeat must be shorter than --lease".into()).into());
@@ -119,6 +120,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         pool: pool.clone(),
         metrics,
         p100: health.clone(),
+        workers: options.health.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -201,6 +203,12 @@ async fn prune_loop(
                     break;
                 }
             }
+        }
+        // Ticks are kept as long as finished jobs; each schedule's latest stays.
+        match queue::store::prune_ticks(&pool, done_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned {n} schedule ticks"),
+            Err(e) => tracing::warn!(error = %e, "pruning schedule ticks failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}

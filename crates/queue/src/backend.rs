@@ -79,6 +79,7 @@ pub struct JobsPersistence<Args> {
     pool: PgPool,
     cfg: Arc<QueueConfig>,
     _args: PhantomData<fn() -> Args>,
+    outage: Arc<Mutex<Outage>>,
 }
 
 impl<Args> Clone for JobsPersistence<Args> {
@@ -86,6 +87,7 @@ impl<Args> Clone for JobsPersistence<Args> {
         JobsPersistence {
             pool: self.pool.clone(),
             cfg: self.cfg.clone(),
+            outage: self.outage.clone(),
             _args: PhantomData,
         }
     }
@@ -94,7 +96,57 @@ impl<Args> Clone for JobsPersistence<Args> {
 /// Longest a retry or deferral waits, whatever asked for it.
 pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Longest wait between two tries of a database call the worker cannot do without.
+const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether the database answers this worker, so an outage of any length is ridden out with
+/// backoff (never by stopping the worker: apalis would drop its in-flight handlers and spend
+/// a restart) and said once when it starts and once when it ends, not on every try.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    failures: u32,
+}
+
+impl Outage {
+    /// Records a failure of `op`; returns how long to wait before trying again.
+    fn failed(&mut self, kind: &str, op: &'static str, error: &Error) -> Duration {
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(job.kind = %kind, op, %error, "the job database does not answer; retrying with backoff until it does");
+        }
+        self.failures = self.failures.saturating_add(1);
+        metrics::counter!("queue_database_errors_total", "kind" => kind.to_owned(), "op" => op)
+            .increment(1);
+        Duration::from_millis(250)
+            .saturating_mul(1 << self.failures.min(8))
+            .min(MAX_DB_BACKOFF)
+    }
+
+    /// Records a success; says so if an outage ended.
+    fn ok(&mut self, kind: &str) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(job.kind = %kind, failures = self.failures, "the job database answers again after {:.0} s", since.elapsed().as_secs_f64());
+        }
+        self.failures = 0;
+    }
+}
+
 impl<Args> JobsPersistence<Args> {
+    /// Notes a failed database call of `op`; returns the backoff before the next try.
+    fn db_failed(&self, op: &'static str, error: &Error) -> Duration {
+        self.outage
+            .lock()
+            .map(|mut o| o.failed(&self.cfg.kind, op, error))
+            .unwrap_or(MAX_DB_BACKOFF)
+    }
+
+    fn db_ok(&self) {
+        if let Ok(mut o) = self.outage.lock() {
+            o.ok(&self.cfg.kind);
+        }
+    }
+
     /// What the store records for an outcome of attempt number `attempt`.
     fn completion(&self, outcome: Outcome, attempt: u32) -> Completion {
         // A delay comes from P100 (`Retry-After`) or a job's arguments: capped, so no value
@@ -136,16 +188,27 @@ where
     type Error = Error;
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        store::register_worker(
-            &self.pool,
-            worker.name(),
-            &self.cfg.host,
-            std::process::id() as i32,
-            std::slice::from_ref(&self.cfg.kind),
-        )
-        .await?;
-        store::rescue_expired(&self.pool).await?;
-        Ok(())
+        // A worker starting while the database is away waits for it.
+        loop {
+            let registered = async {
+                store::register_worker(
+                    &self.pool,
+                    worker.name(),
+                    &self.cfg.host,
+                    std::process::id() as i32,
+                    std::slice::from_ref(&self.cfg.kind),
+                )
+                .await?;
+                store::rescue_expired(&self.pool, self.cfg.lease).await
+            };
+            match registered.await {
+                Ok(_) => {
+                    self.db_ok();
+                    return Ok(());
+                }
+                Err(e) => tokio::time::sleep(self.db_failed("register", &e)).await,
+            }
+        }
     }
 
     async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
@@ -155,14 +218,25 @@ where
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Args>>, Error> {
-        let claimed = store::claim(
+        let claimed = match store::claim(
             &self.pool,
             &self.cfg.kind,
             worker.name(),
             self.cfg.batch as i64,
             self.cfg.lease,
         )
-        .await?;
+        .await
+        {
+            Ok(claimed) => {
+                self.db_ok();
+                claimed
+            }
+            // Nothing claimed this time: the worker waits and asks again.
+            Err(e) => {
+                tokio::time::sleep(self.db_failed("claim", &e)).await;
+                return Ok(Vec::new());
+            }
+        };
         let mut tasks = Vec::with_capacity(claimed.len());
         for job in claimed {
             match serde_json::from_str::<Args>(&job.payload) {
@@ -179,7 +253,11 @@ where
                     let reason = format!("payload does not decode as a {} job: {e}", self.cfg.kind);
                     tracing::error!(job.id = job.id, job.kind = %self.cfg.kind, error = %reason, "burying undecodable job {}", job.id);
                     metrics::counter!("job_outcomes_total", "kind" => self.cfg.kind.clone(), "outcome" => "undecodable").increment(1);
-                    store::bury(&self.pool, worker.name(), job.id, &reason).await?;
+                    // If even that fails, the row returns through lease expiry and is met here
+                    // again.
+                    if let Err(e) = store::bury(&self.pool, worker.name(), job.id, &reason).await {
+                        tracing::warn!(job.id = job.id, error = %e, "cannot bury job {} yet", job.id);
+                    }
                 }
             }
         }
@@ -230,18 +308,16 @@ where
                 self.completion(outcome, result.attempt as u32),
             ));
         }
-        // Outcomes are the results of work done: retry a database hiccup before giving up
-        // (giving up stops the worker; its jobs then return through lease expiry).
-        let mut delay = Duration::from_millis(250);
+        // Outcomes are the results of work done: recorded whenever the database answers
+        // again, however long that takes (acknowledgements are fenced by attempt, so a late
+        // one never overwrites a newer attempt).
         let updated = loop {
             match store::complete_attempts(&self.pool, worker.name(), &outcomes).await {
-                Ok(updated) => break updated,
-                Err(e) if delay < Duration::from_secs(16) => {
-                    tracing::warn!(job.kind = %self.cfg.kind, error = %e, "cannot record {} outcomes; retrying", outcomes.len());
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                Ok(updated) => {
+                    self.db_ok();
+                    break updated;
                 }
-                Err(e) => return Err(e),
+                Err(e) => tokio::time::sleep(self.db_failed("acknowledge", &e)).await,
             }
         };
         if (updated as usize) < outcomes.len() {
@@ -361,6 +437,7 @@ where
             inner: Persisted::new(JobsPersistence {
                 pool: pool.clone(),
                 cfg: cfg.clone(),
+                outage: Arc::default(),
                 _args: PhantomData,
             }),
             cfg,
@@ -381,7 +458,10 @@ where
     }
 
     /// Renews this worker's leases and rescues expired ones every heartbeat, for as long as
-    /// the backend instance lives.
+    /// the backend instance lives. It has a connection of its own: renewals never queue behind
+    /// the handlers for the shared pool. After the database comes back from an outage it
+    /// rescues nothing for one lease period, so every live worker of every replica has renewed
+    /// its heartbeat before a job is taken from it.
     fn spawn_keeper(&mut self, worker: &WorkerContext) {
         let guard = Arc::new(());
         let alive: Weak<()> = Arc::downgrade(&guard);
@@ -392,25 +472,50 @@ where
             worker.name().to_owned(),
         );
         tokio::spawn(async move {
+            let mut conn: Option<sqlx::PgConnection> = None;
+            let mut healthy_since: Option<std::time::Instant> = None;
             loop {
                 tokio::time::sleep(cfg.heartbeat).await;
                 if alive.upgrade().is_none() {
                     break;
                 }
                 let renewed = async {
-                    let mut conn = pool.acquire().await?;
-                    store::heartbeat(&mut conn, &name, cfg.lease).await
+                    if conn.is_none() {
+                        conn = Some(
+                            <sqlx::PgConnection as sqlx::Connection>::connect_with(
+                                &*pool.connect_options(),
+                            )
+                            .await?,
+                        );
+                    }
+                    let c = conn.as_mut().expect("connected just above");
+                    store::heartbeat(c, &name, cfg.lease).await
                 };
-                if let Err(e) = renewed.await {
-                    tracing::warn!(worker = %name, error = %e, "lease renewal failed");
+                match renewed.await {
+                    Ok(_) => {
+                        healthy_since.get_or_insert_with(std::time::Instant::now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %name, error = %e, "lease renewal failed");
+                        conn = None;
+                        healthy_since = None;
+                        continue;
+                    }
                 }
-                match store::rescue_expired(&pool).await {
+                if healthy_since.is_none_or(|t| t.elapsed() < cfg.lease) {
+                    continue;
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                match store::rescue_expired(&mut *c, cfg.lease).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
                         rescued = n,
                         "returned {n} jobs whose worker stopped renewing its lease"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease rescue failed");
+                        conn = None;
+                    }
                 }
             }
         });
@@ -561,6 +666,7 @@ mod tests {
         let persistence: JobsPersistence<()> = JobsPersistence {
             pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap(),
             cfg: Arc::new(QueueConfig::new("noop")),
+            outage: Arc::default(),
             _args: PhantomData,
         };
         let before = Utc::now();

@@ -387,7 +387,7 @@ pub async fn complete_attempts(
                        THEN 'deferred more than ' || j.deferrals || ' times; last: ' || u.error
                    ELSE COALESCE(u.error, j.last_error) END,
                errors = CASE WHEN u.error IS NULL THEN j.errors
-                             ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                             ELSE jobs_errors_append(j.errors, jsonb_build_object(
                                  'attempt', j.attempts, 'at', now(), 'error', u.error, 'action', u.action))
                         END,
                result = COALESCE(u.result, j.result),
@@ -505,23 +505,51 @@ pub async fn stop_worker(db: impl PgExecutor<'_>, worker: &str) -> Result<(), Er
     Ok(())
 }
 
-/// Returns jobs whose lease expired (their worker crashed or hung) to the queue; the lost
-/// attempt counts, so a job that keeps killing its worker ends up dead. Returns the count.
-pub async fn rescue_expired(db: impl PgExecutor<'_>) -> Result<u64, Error> {
+/// Returns jobs whose lease expired *and* whose worker's heartbeat is older than
+/// `worker_stale_after` (or that worker stopped or never registered) to the queue: the worker
+/// crashed or hung. A lease that lapsed only because renewals could not reach the database
+/// (an outage) belongs to a worker that is still alive and still running the job; it is not
+/// taken away, so the job never runs twice at once. The lost attempt counts, so a job that
+/// keeps killing its worker ends up dead. Returns the count.
+pub async fn rescue_expired(
+    db: impl PgExecutor<'_>,
+    worker_stale_after: Duration,
+) -> Result<u64, Error> {
     let done = sqlx::query(
         r#"
         UPDATE jobs
            SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END,
                last_error = 'worker ' || locked_by || ' stopped renewing its lease during attempt ' || attempts,
-               errors = errors || jsonb_build_array(jsonb_build_object(
+               errors = jobs_errors_append(errors, jsonb_build_object(
                    'attempt', attempts, 'at', now(), 'action', 'rescue',
                    'error', 'worker ' || locked_by || ' stopped renewing its lease')),
                finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
                run_at = now(), locked_by = NULL, locked_until = NULL
          WHERE state = 'running' AND locked_until < now()
+           AND NOT EXISTS (
+               SELECT 1 FROM job_workers w
+                WHERE w.id = jobs.locked_by AND w.stopped_at IS NULL
+                  AND w.last_seen > now() - make_interval(secs => $1))
         "#,
     )
+    .bind(worker_stale_after.as_secs_f64())
     .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes schedule ticks older than `age`, keeping each schedule's latest (the scheduler's
+/// catch-up after downtime starts from it). Returns how many were deleted.
+pub async fn prune_ticks(pool: &PgPool, age: Duration) -> Result<u64, Error> {
+    let done = sqlx::query(
+        r#"
+        DELETE FROM schedule_ticks t
+         WHERE t.enqueued_at < now() - make_interval(secs => $1)
+           AND t.tick_at < (SELECT max(m.tick_at) FROM schedule_ticks m WHERE m.schedule = t.schedule)
+        "#,
+    )
+    .bind(age.as_secs_f64())
+    .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }

@@ -226,7 +226,12 @@ async fn an_expired_lease_is_rescued_and_a_late_ack_from_the_old_worker_is_ignor
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    assert_eq!(store::rescue_expired(&pool).await.unwrap(), 1);
+    assert_eq!(
+        store::rescue_expired(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        1
+    );
     let row = state(&pool, id).await;
     assert_eq!(row.state, JobState::Failed);
     assert!(row.last_error.unwrap().contains("crashed"));
@@ -366,4 +371,103 @@ async fn pruning_removes_old_finished_jobs_only(pool: PgPool) {
     assert_eq!(pruned, 1);
     assert!(store::show(&pool, old).await.unwrap().is_none());
     assert!(store::show(&pool, live).await.unwrap().is_some());
+}
+
+/// Issue 11: after an outage longer than the lease, the first keeper back rescued every
+/// in-flight job of every replica, and they ran twice. A lapsed lease whose worker still
+/// heartbeats is left alone; one whose worker is silent is rescued.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_lapsed_lease_of_a_live_worker_is_not_rescued(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    store::register_worker(&pool, "alive", "h", 1, &["k".to_owned()])
+        .await
+        .unwrap();
+    store::claim(&pool, "k", "alive", 1, Duration::from_secs(0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store::heartbeat(&mut conn, "alive", Duration::from_secs(0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store::rescue_expired(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        0,
+        "its worker heartbeats: it is still running the job"
+    );
+    assert_eq!(state(&pool, id).await.state, JobState::Running);
+    sqlx::query("UPDATE job_workers SET last_seen = now() - interval '1 minute'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store::rescue_expired(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// Issue 11: a job deferred 2,000 times carried 314 KB of history rewritten on every update.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_jobs_error_history_keeps_its_last_twenty_entries(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job("k", None)).await.unwrap().id;
+    for n in 0..25 {
+        store::claim(&pool, "k", "w", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        store::complete(
+            &pool,
+            "w",
+            &[(
+                id,
+                Completion::Defer {
+                    reason: format!("429 number {n}"),
+                    at: Utc::now() - chrono::Duration::seconds(1),
+                    max_deferrals: 1000,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    }
+    let row = state(&pool, id).await;
+    assert_eq!(row.deferrals, 25);
+    let errors: serde_json::Value = sqlx::query_scalar("SELECT errors FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let errors = errors.as_array().unwrap();
+    assert_eq!(errors.len(), 20);
+    assert_eq!(errors[0]["error"], "429 number 5");
+    assert_eq!(errors[19]["error"], "429 number 24");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn old_schedule_ticks_are_pruned_but_each_schedules_latest_stays(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO schedule_ticks (schedule, tick_at, enqueued_at) VALUES
+           ('nightly', now() - interval '40 days', now() - interval '40 days'),
+           ('nightly', now() - interval '39 days', now() - interval '39 days'),
+           ('nightly', now() - interval '1 day', now() - interval '1 day'),
+           ('monthly', now() - interval '60 days', now() - interval '60 days')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let pruned = store::prune_ticks(&pool, Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    let left: Vec<(String,)> =
+        sqlx::query_as("SELECT schedule FROM schedule_ticks ORDER BY schedule")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, vec![("monthly".into(),), ("nightly".into(),)]);
 }
