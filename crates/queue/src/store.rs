@@ -141,7 +141,12 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
             r#"
             UPDATE jobs
                SET run_at = CASE WHEN state = 'running' THEN run_at
-                                 ELSE LEAST(run_at, COALESCE($3, now())) END
+                                 ELSE LEAST(run_at, COALESCE($3, now())) END,
+                   -- Running: what it is doing may predate this request; run once more after.
+                   rerun_payload = CASE WHEN state = 'running' THEN $4 ELSE rerun_payload END,
+                   rerun_at = CASE WHEN state = 'running'
+                                   THEN LEAST(COALESCE(rerun_at, 'infinity'), COALESCE($3, now()))
+                                   ELSE rerun_at END
              WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running')
             RETURNING id, runs
             "#,
@@ -149,6 +154,7 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
         .bind(&job.kind)
         .bind(&job.dedup_key)
         .bind(job.run_at)
+        .bind(&job.payload)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some((id, runs)) = existing {
@@ -165,8 +171,9 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
     )))
 }
 
-/// Adds many jobs in one statement; duplicates of live jobs are skipped. Returns how many
-/// rows were added.
+/// Adds many jobs in one statement; a duplicate of a live job is skipped, or, when that job
+/// is running, asks for one rerun after it (as [`enqueue`] does). Returns how many rows were
+/// added.
 pub async fn enqueue_many(db: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<u64, Error> {
     if jobs.is_empty() {
         return Ok(0);
@@ -176,14 +183,24 @@ pub async fn enqueue_many(db: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<u6
     let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.dedup_key.as_deref()).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
     let max: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let done = sqlx::query(
+    let added: i64 = sqlx::query_scalar(
         r#"
-        INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
-        SELECT k, p, d, COALESCE(r, now()), m
-          FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[]) AS u(k, p, d, r, m)
-        ON CONFLICT (kind, dedup_key)
-            WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
-            DO NOTHING
+        WITH added AS (
+            INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+            SELECT k, p, d, COALESCE(r, now()), m
+              FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[]) AS u(k, p, d, r, m)
+            ON CONFLICT (kind, dedup_key)
+                WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+                DO NOTHING
+            RETURNING 1
+        ), rerun AS (
+            UPDATE jobs j
+               SET rerun_payload = u.p,
+                   rerun_at = LEAST(COALESCE(j.rerun_at, 'infinity'), COALESCE(u.r, now()))
+              FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[]) AS u(k, p, d, r)
+             WHERE j.kind = u.k AND j.dedup_key = u.d AND j.state = 'running'
+        )
+        SELECT count(*) FROM added
         "#,
     )
     .bind(&kinds)
@@ -191,9 +208,9 @@ pub async fn enqueue_many(db: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<u6
     .bind(&keys)
     .bind(&run_ats)
     .bind(&max)
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(added as u64)
 }
 
 /// A job claimed by a worker.
@@ -368,8 +385,11 @@ pub async fn complete_attempts(
     // Joined by primary key and filtered on locked_by alone (the table's CHECK makes that
     // imply state = 'running'): a `state = 'running'` predicate lets the planner pick the
     // partial lease index, whose dead entries from every finished job made acks ~10x slower.
-    let done = sqlx::query(
+    // A job that ends (done or dead) with a rerun asked for while it ran is followed by exactly
+    // one new job with the newest arguments asked for.
+    let updated: i64 = sqlx::query_scalar(
         r#"
+        WITH updated AS (
         UPDATE jobs j
            SET state = CASE
                    WHEN u.action IN ('done', 'dead') THEN u.action
@@ -399,6 +419,17 @@ pub async fn complete_attempts(
           FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::int[], $8::int[])
                AS u(id, action, error, at, result, cap, attempt)
          WHERE j.id = u.id AND j.locked_by = $1 AND (u.attempt IS NULL OR j.attempts = u.attempt)
+        RETURNING j.kind, j.dedup_key, j.max_attempts, j.state, j.rerun_payload, j.rerun_at
+        ), rerun AS (
+            INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+            SELECT kind, rerun_payload, dedup_key, GREATEST(rerun_at, now()), max_attempts
+              FROM updated
+             WHERE rerun_payload IS NOT NULL AND state IN ('done', 'dead')
+            ON CONFLICT (kind, dedup_key)
+                WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+                DO NOTHING
+        )
+        SELECT count(*) FROM updated
         "#,
     )
     .bind(worker)
@@ -409,9 +440,9 @@ pub async fn complete_attempts(
     .bind(&results)
     .bind(&caps)
     .bind(&attempts)
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(updated as u64)
 }
 
 /// Gives claimed jobs that never started back to the queue without spending their attempt
@@ -755,7 +786,7 @@ pub async fn retry(
             return Ok(Err(Refusal::Duplicate(other)));
         }
     }
-    sqlx::query(
+    let done = sqlx::query(
         r#"
         UPDATE jobs SET state = 'pending', run_at = now(), finished_at = NULL, deferrals = 0,
                         max_attempts = attempts + $2
@@ -765,8 +796,27 @@ pub async fn retry(
     .bind(id)
     .bind(extra_attempts.max(1))
     .execute(&mut *conn)
-    .await?;
-    Ok(Ok(()))
+    .await;
+    // Said only when it happened: the job may have moved on, or a live job of its unit may
+    // have appeared, since it was read above.
+    match done {
+        Ok(done) if done.rows_affected() == 1 => Ok(Ok(())),
+        Ok(_) => Ok(Err(match show(&mut *conn, id).await? {
+            None => Refusal::NotFound,
+            Some(job) => Refusal::WrongState(job.state),
+        })),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            let live: (i64,) = sqlx::query_as(
+                "SELECT id FROM jobs WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running')",
+            )
+            .bind(&job.kind)
+            .bind(&job.dedup_key)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(Err(Refusal::Duplicate(live.0)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Cancels a job that has not started (pending or waiting to retry).

@@ -471,3 +471,68 @@ async fn old_schedule_ticks_are_pruned_but_each_schedules_latest_stays(pool: PgP
             .unwrap();
     assert_eq!(left, vec![("monthly".into(),), ("nightly".into(),)]);
 }
+
+/// Issue 11: an enqueue for a unit whose job was running was folded into that run and lost
+/// (a manual reconcile without sync swallowed the nightly tick). Now exactly one more run
+/// follows, with the newest arguments asked for, however many times it was asked.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_enqueue_for_a_running_unit_is_followed_by_exactly_one_rerun(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let first = store::enqueue(&mut conn, &job("tx_sync", Some("user:u1")))
+        .await
+        .unwrap();
+    store::claim(&pool, "tx_sync", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Asked for again while it runs: by hand, then by a sweep (enqueue_many).
+    let mut again = job("tx_sync", Some("user:u1"));
+    again.payload = json!({"v": 1, "unit": "user:u1", "asked": "by hand"});
+    let folded = store::enqueue(&mut conn, &again).await.unwrap();
+    assert_eq!((folded.id, folded.created), (first.id, false));
+    let mut swept = job("tx_sync", Some("user:u1"));
+    swept.payload = json!({"v": 1, "unit": "user:u1", "asked": "by the sweep"});
+    assert_eq!(store::enqueue_many(&mut *conn, &[swept]).await.unwrap(), 0);
+
+    store::complete(&pool, "w", &[(first.id, Completion::Done(json!(null)))])
+        .await
+        .unwrap();
+    let live: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, payload FROM jobs WHERE kind = 'tx_sync' AND state IN ('pending', 'failed', 'running')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(live.len(), 1, "exactly one rerun: {live:?}");
+    assert_ne!(live[0].0, first.id);
+    assert_eq!(live[0].1["asked"], "by the sweep");
+
+    // The rerun itself ends with nothing asked: nothing follows it.
+    store::claim(&pool, "tx_sync", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::complete(&pool, "w", &[(live[0].0, Completion::Done(json!(null)))])
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE state IN ('pending', 'failed', 'running')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+
+    // A pending (not running) job is only brought forward, as before: no rerun.
+    let pending = store::enqueue(&mut conn, &job("tx_sync", Some("user:u2")))
+        .await
+        .unwrap();
+    store::enqueue(&mut conn, &job("tx_sync", Some("user:u2")))
+        .await
+        .unwrap();
+    let rerun: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT rerun_payload FROM jobs WHERE id = $1")
+            .bind(pending.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rerun, None);
+}
