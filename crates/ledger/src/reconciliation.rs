@@ -349,7 +349,9 @@ pub async fn mark_reconciled(
     Ok(())
 }
 
-/// The last finished run that started on `day` (UTC).
+/// The run a day's report describes: the last finished run of scope `all` (the nightly run)
+/// that started on `day` (UTC); a day without one gets its last finished run of any scope. A
+/// one-user run later that day no longer replaces the nightly one.
 pub async fn last_run_on(
     db: impl PgExecutor<'_>,
     day: chrono::NaiveDate,
@@ -357,7 +359,7 @@ pub async fn last_run_on(
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM reconciliation_runs
           WHERE state = 'finished' AND (started_at AT TIME ZONE 'UTC')::date = $1
-          ORDER BY started_at DESC, id DESC LIMIT 1"
+          ORDER BY (scope = 'all') DESC, started_at DESC, id DESC LIMIT 1"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(day)
