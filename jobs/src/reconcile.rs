@@ -252,8 +252,21 @@ async fn reconcile_run(
     let (batches, mut fetched) = tokio::sync::mpsc::channel(1);
     let fetcher = tokio::spawn(fetch_balances(client.clone(), owners, batches));
     while let Some(answers) = fetched.recv().await {
-        let reads = record_reads(ctx, answers, &mut tally).await?;
-        let ledger = settled_balances(ctx, &reads).await?;
+        let mut reads = record_reads(ctx, answers, &mut tally).await?;
+        let mut ledger = settled_balances(ctx, &reads).await?;
+        // SPEC §5.1: compare at T with a ledger synced to at least T. Each owner was synced
+        // before its balance was read at T; money P100 moved in between makes its accounts
+        // differ. Those owners are synced again (now > T) and compared at the same T.
+        if args.sync {
+            let late = differing(&reads, &ledger, &in_flight, &args.tolerance);
+            if !late.is_empty() {
+                let resynced = sync_all(ctx, client, late.clone(), &mut tally).await;
+                // One whose second sync failed is left unchecked (and followed up), not
+                // compared with a ledger that may lack a movement.
+                reads.retain(|r| !late.contains(&r.owner) || resynced.contains(&r.owner));
+                ledger = settled_balances(ctx, &reads).await?;
+            }
+        }
         compare(
             &mut comparison,
             &reads,
@@ -665,28 +678,22 @@ async fn transactions_to_match(
 }
 
 /// Compares every account read with the ledger.
-fn compare(
-    out: &mut Comparison,
-    reads: &[Read],
+/// The account comparisons of one owner's read, by currency.
+fn account_inputs(
+    read: &Read,
     ledger: &LedgerBalances,
     in_flight: &BTreeMap<(Option<String>, String), Vec<recon::check::InFlight>>,
-    tx_check: &recon::check::TxCheck,
     tolerance: &BTreeMap<String, Decimal>,
-) {
+) -> Vec<(String, AccountInput)> {
     let empty = BTreeMap::new();
-    for read in reads {
-        out.cutoff = out.cutoff.max(Some(read.at));
-        let key = owner_key(&read.owner);
-        if let Some(user) = read.owner.external_user_id()
-            && out.watched_users.contains(user)
-        {
-            out.answered_users.insert(user.to_owned());
-        }
-        let ours = ledger.get(&key).unwrap_or(&empty);
-        let mut currencies: BTreeSet<&str> =
-            read.balances.iter().map(|b| b.currency.as_str()).collect();
-        currencies.extend(ours.keys().map(String::as_str));
-        for currency in currencies {
+    let key = owner_key(&read.owner);
+    let ours = ledger.get(&key).unwrap_or(&empty);
+    let mut currencies: BTreeSet<&str> =
+        read.balances.iter().map(|b| b.currency.as_str()).collect();
+    currencies.extend(ours.keys().map(String::as_str));
+    currencies
+        .into_iter()
+        .map(|currency| {
             let slot = (key.clone(), currency.to_owned());
             let input = AccountInput {
                 provider: read
@@ -698,6 +705,53 @@ fn compare(
                 in_flight: in_flight.get(&slot).cloned().unwrap_or_default(),
                 tolerance: tolerance.get(currency).copied().unwrap_or_default(),
             };
+            (currency.to_owned(), input)
+        })
+        .collect()
+}
+
+/// Owners of `reads` with an account that does not match the ledger as it stands.
+fn differing(
+    reads: &[Read],
+    ledger: &LedgerBalances,
+    in_flight: &BTreeMap<(Option<String>, String), Vec<recon::check::InFlight>>,
+    tolerance: &BTreeMap<String, Decimal>,
+) -> Vec<Owner> {
+    reads
+        .iter()
+        .filter(|read| {
+            account_inputs(read, ledger, in_flight, tolerance)
+                .iter()
+                .any(|(_, input)| {
+                    matches!(
+                        recon::check::check_account(input).status,
+                        AccountStatus::Discrepancy(_)
+                    )
+                })
+        })
+        .map(|read| read.owner.clone())
+        .collect()
+}
+
+fn compare(
+    out: &mut Comparison,
+    reads: &[Read],
+    ledger: &LedgerBalances,
+    in_flight: &BTreeMap<(Option<String>, String), Vec<recon::check::InFlight>>,
+    tx_check: &recon::check::TxCheck,
+    tolerance: &BTreeMap<String, Decimal>,
+) {
+    for read in reads {
+        out.cutoff = out.cutoff.max(Some(read.at));
+        let key = owner_key(&read.owner);
+        if let Some(user) = read.owner.external_user_id()
+            && out.watched_users.contains(user)
+        {
+            out.answered_users.insert(user.to_owned());
+        }
+        for (currency, input) in account_inputs(read, ledger, in_flight, tolerance) {
+            let currency = currency.as_str();
+            let slot = (key.clone(), currency.to_owned());
             let result = recon::check::check_account(&input);
             out.accounts += 1;
             let total = out.totals.entry(currency.to_owned()).or_default();

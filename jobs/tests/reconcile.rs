@@ -449,3 +449,52 @@ async fn an_unreadable_history_row_is_reported_until_it_reads(pool: PgPool) {
         .collect();
     assert!(still.is_empty(), "{still:?} after {second:?}");
 }
+
+/// Issue 11 / SPEC §5.1: a movement P100 completes between an owner's sync and its balance
+/// read showed as a false `balance_mismatch`. The read is at T; an owner that differs is
+/// synced again (to at least T) and compared at the same T.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_movement_between_the_sync_and_the_balance_read_is_not_a_mismatch(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    reconcile(&ctx, &partner_with_sync()).await.unwrap();
+    // The next balance read is held for a moment; while it is held, P100 settles a deposit.
+    sandbox.sandbox().add_fault(
+        p100_sandbox::Fault::new(
+            "/v1/partner/balances",
+            p100_sandbox::FaultKind::Latency { ms: 1500 },
+        )
+        .times(1),
+    );
+    let run = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { reconcile(&ctx, &partner_with_sync()).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sandbox.sandbox().faults()[0].seen == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the balance read never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sandbox
+        .sandbox()
+        .add_transactions(
+            "partner",
+            vec![TxSpec {
+                id: Some("late-deposit".into()),
+                amount: dec("12.00"),
+                ..TxSpec::default()
+            }],
+        )
+        .unwrap();
+    let run = run.await.unwrap().unwrap();
+    assert!(run.complete, "{run:?}");
+    assert_eq!(run.discrepancies, 0, "{run:?}");
+    assert!(
+        ledger::discrepancies::unresolved(&pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
