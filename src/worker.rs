@@ -159,6 +159,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::start(&ctx.pool).await?;
+    let ctx_pool = ctx.pool.clone();
     let mut monitor = Monitor::new();
     for kind in kinds {
         monitor = match kind {
@@ -208,7 +209,22 @@ pub async fn run(
             Ok(())
         })
         .await?;
-    if !requested.load(Ordering::SeqCst) {
+    if requested.load(Ordering::SeqCst) {
+        // The grace period is over: jobs still running here would otherwise wait out their
+        // lease elsewhere and lose an attempt (three deploys in a night made the nightly run
+        // dead). They are given back unspent; side effects are safe to resume (an exchange
+        // records SUBMITTING before it calls P100 and never submits again).
+        match queue::store::release_process(&ctx_pool, process_identity()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                released = n,
+                "gave back {n} jobs still running after the grace period, unspent"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give back the jobs still running; their leases will return them")
+            }
+        }
+    } else {
         anyhow::bail!(
             "every worker stopped without a shutdown request (kinds down: {}); exiting so the \
              supervisor restarts the daemon",

@@ -347,6 +347,43 @@ async fn sigterm_lets_the_job_in_flight_finish_and_exits_0(pool: PgPool) {
     );
 }
 
+/// Issue 11: a deploy during a long job (grace 30 s against a 4 h reconciliation) abandoned it
+/// to its lease and spent an attempt; three deploys a night made the nightly run dead. A job
+/// still running when the grace period ends is given back unspent and runs again elsewhere.
+#[sqlx::test(migrations = false)]
+async fn a_job_outliving_the_grace_period_is_given_back_unspent(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("grace", PLAIN);
+    let daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &["--grace", "1s"]).await;
+    let id = enqueue(&pool, noop(json!({ "sleep_ms": 30000 }), 1)).await;
+    wait_for(&pool, id, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)).await, Some(0));
+    let row = job(&pool, id).await;
+    assert_eq!(
+        (row.state, row.attempts, row.runs),
+        (JobState::Pending, 0, 0),
+        "released without spending its only attempt: {row:?}"
+    );
+
+    // The next daemon runs it once, with its one attempt.
+    sqlx::query("UPDATE jobs SET payload = '{\"sleep_ms\": 10}' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let _next = Daemon::start(&url_of(&pool), &p100, &schedule, &[]).await;
+    let row = wait_for(&pool, id, Duration::from_secs(20), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    assert_eq!((row.attempts, row.runs), (1, 1));
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_poisoned_payload_goes_dead_and_the_worker_carries_on(pool: PgPool) {
     migrate(&pool).await;

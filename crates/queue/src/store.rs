@@ -466,6 +466,28 @@ pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: &[i64]) -> Resu
     Ok(done.rows_affected())
 }
 
+/// Gives back every job still running under a worker of this process (worker names carry
+/// `@<process identity>-w`), without spending the attempt: used at shutdown once the grace
+/// period is over, so a deploy during a long job costs the job nothing but the time it ran.
+/// Returns the count.
+pub async fn release_process(db: impl PgExecutor<'_>, process: &str) -> Result<u64, Error> {
+    let done = sqlx::query(
+        r#"
+        UPDATE jobs
+           SET state = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
+               attempts = attempts - 1, locked_by = NULL, locked_until = NULL, run_at = now(),
+               errors = jobs_errors_append(errors, jsonb_build_object(
+                   'attempt', attempts, 'at', now(), 'action', 'release',
+                   'error', 'its process shut down before the job ended; released unspent'))
+         WHERE state = 'running' AND strpos(locked_by, '@' || $1 || '-w') > 0
+        "#,
+    )
+    .bind(process)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks one claimed job dead (e.g. its payload cannot be decoded).
 pub async fn bury(
     db: impl PgExecutor<'_>,
