@@ -109,6 +109,28 @@ fn a_database_url_password_in_the_query_is_never_printed() {
     assert!(err.to_lowercase().contains("refused"), "{err}");
 }
 
+/// Security review: `sslmode=bogus` exited with its message three times.
+#[test]
+fn a_bad_sslmode_is_one_clear_error() {
+    let (code, _, err) = run(bin().args([
+        "migrate",
+        "--database-url",
+        "postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=bogus",
+    ]));
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("bogus").count(),
+        2,
+        "the URL and the reason, once: {err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
 #[test]
 fn the_key_is_never_sent_over_plain_http_to_a_remote_host() {
     let (code, _, err) = run(bin()
