@@ -384,6 +384,70 @@ async fn a_job_outliving_the_grace_period_is_given_back_unspent(pool: PgPool) {
     assert_eq!((row.attempts, row.runs), (1, 1));
 }
 
+/// Issue 11: a lease could be taken while its handler still ran; the job then ran twice at
+/// once. A handler whose lease is taken from its process is stopped, and the job runs once,
+/// under its new owner.
+#[sqlx::test(migrations = false)]
+async fn a_handler_whose_lease_is_taken_is_stopped(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("lease-lost", PLAIN);
+    let daemon = Daemon::start(
+        &url_of(&pool),
+        &p100,
+        &schedule,
+        &["--heartbeat", "1s", "--lease", "5s"],
+    )
+    .await;
+    let id = enqueue(&pool, noop(json!({ "sleep_ms": 60000 }), 3)).await;
+    wait_for(&pool, id, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    // Another replica takes it over (as a rescue after a lapsed lease would).
+    sqlx::query(
+        "UPDATE jobs SET locked_by = 'replica-b@elsewhere-w0-r0', attempts = attempts + 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(r#"job_lease_lost_total{kind="noop"} 1"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old handler was not stopped: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its stopped run recorded nothing; the new owner's run is the one that counts.
+    let row = job(&pool, id).await;
+    assert_eq!(
+        (row.state, row.locked_by.as_deref(), row.runs),
+        (JobState::Running, Some("replica-b@elsewhere-w0-r0"), 0),
+        "{row:?}"
+    );
+    store::complete(
+        &pool,
+        "replica-b@elsewhere-w0-r0",
+        &[(id, store::Completion::Done(json!(null)))],
+    )
+    .await
+    .unwrap();
+    let row = job(&pool, id).await;
+    assert_eq!((row.state, row.runs), (JobState::Done, 1));
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_poisoned_payload_goes_dead_and_the_worker_carries_on(pool: PgPool) {
     migrate(&pool).await;

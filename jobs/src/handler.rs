@@ -173,7 +173,23 @@ pub async fn handle<J: Job>(
         p100.request_id = tracing::field::Empty,
     );
     let started = Instant::now();
-    let outcome = J::run(&ctx, args, attempt).instrument(span.clone()).await;
+    // The run stops if the job's lease is taken from this process (it runs elsewhere now; its
+    // result here would be fenced anyway).
+    let mut lease = id.as_int().map(|id| queue::lease::watch(id as i64));
+    let lost = async {
+        match &mut lease {
+            Some(lease) => lease.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = J::run(&ctx, args, attempt).instrument(span.clone()) => outcome,
+        () = lost => {
+            metrics::counter!("job_lease_lost_total", "kind" => J::KIND.name()).increment(1);
+            Outcome::retry("stopped: the job's lease was taken from this process while it ran")
+        }
+    };
+    drop(lease);
     let elapsed = started.elapsed();
     metrics::histogram!("job_duration_seconds", "kind" => J::KIND.name())
         .record(elapsed.as_secs_f64());

@@ -463,6 +463,11 @@ where
     /// rescues nothing for one lease period, so every live worker of every replica has renewed
     /// its heartbeat before a job is taken from it.
     fn spawn_keeper(&mut self, worker: &WorkerContext) {
+        if let Some((_, rest)) = worker.name().split_once('@')
+            && let Some((process, _)) = rest.rsplit_once("-w")
+        {
+            crate::lease::ensure_checker(&self.pool, process, self.cfg.heartbeat);
+        }
         let guard = Arc::new(());
         let alive: Weak<()> = Arc::downgrade(&guard);
         self.keeper_guard = Some(guard);

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod lease;
 pub mod outcome;
 pub mod store;
 
