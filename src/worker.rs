@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{Monitor, WorkerBuilder};
 use jobs::JobContext;
-use jobs::handler::{
-    ExchangeFinalize, IntakeSweep, Job, KycPoll, Noop, Reconcile, Report, SepaStatus, SyncSweep,
-    TxSync, handle,
-};
-use jobs::kinds::Kind;
+use jobs::handler::{Job, handle};
+use jobs::kinds::{Kind, KindVisitor};
 use queue::{Backoff, Notifier, PgJobs, QueueConfig};
 
 /// Knobs of the worker layer (the daemon's flags).
@@ -160,36 +157,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let notifier = Notifier::start(&ctx.pool).await?;
     let ctx_pool = ctx.pool.clone();
-    let mut monitor = Monitor::new();
+    let mut registrar = Registrar {
+        monitor: Some(Monitor::new()),
+        ctx: &ctx,
+        notifier: &notifier,
+        options,
+        queue_name: &queue_name,
+    };
     for kind in kinds {
-        monitor = match kind {
-            Kind::Noop => register::<Noop>(monitor, &ctx, &notifier, options, queue_name(*kind)),
-            Kind::TxSync => {
-                register::<TxSync>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::SyncSweep => {
-                register::<SyncSweep>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::KycPoll => {
-                register::<KycPoll>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::ExchangeFinalize => {
-                register::<ExchangeFinalize>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::SepaStatus => {
-                register::<SepaStatus>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::IntakeSweep => {
-                register::<IntakeSweep>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::Reconcile => {
-                register::<Reconcile>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-            Kind::Report => {
-                register::<Report>(monitor, &ctx, &notifier, options, queue_name(*kind))
-            }
-        };
+        kind.visit(&mut registrar);
     }
+    let monitor = registrar
+        .monitor
+        .take()
+        .expect("the registrar holds the monitor");
     let health = options.health.clone();
     let requested = Arc::new(AtomicBool::new(false));
     let requested_by_signal = requested.clone();
@@ -248,6 +229,29 @@ fn split(concurrency: usize, from_budget: bool, options: &WorkerOptions) -> (usi
         (workers, concurrency.div_ceil(workers))
     } else {
         (workers, concurrency.max(1))
+    }
+}
+
+/// Registers each visited kind's workers with the monitor.
+struct Registrar<'a, F: Fn(Kind) -> String> {
+    monitor: Option<Monitor>,
+    ctx: &'a JobContext,
+    notifier: &'a Notifier,
+    options: &'a WorkerOptions,
+    queue_name: &'a F,
+}
+
+impl<F: Fn(Kind) -> String> KindVisitor for Registrar<'_, F> {
+    fn visit<J: Job>(&mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            self.monitor = Some(register::<J>(
+                monitor,
+                self.ctx,
+                self.notifier,
+                self.options,
+                (self.queue_name)(J::KIND),
+            ));
+        }
     }
 }
 

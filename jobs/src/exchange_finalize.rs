@@ -372,3 +372,47 @@ async fn resolve_unknown(
         }
     }
 }
+
+/// `exchange_finalize`: executes a locked exchange at most once and follows it.
+pub struct ExchangeFinalizeJob;
+
+impl crate::handler::Job for ExchangeFinalizeJob {
+    type Args = ExchangeFinalizeArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::ExchangeFinalize;
+    const NAME: &'static str = "exchange_finalize";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(120),
+            max_attempts: 20,
+            concurrency: 4,
+            max_deferrals: 1_000,
+            from_budget: false,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        if args.exchange.trim().is_empty() {
+            return Err(
+                "exchange_finalize needs \"exchange\": \"<local id or lockId>\"".to_owned(),
+            );
+        }
+        Ok(Some(format!("exchange:{}", args.exchange)))
+    }
+
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.exchange.clone())
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}

@@ -1,5 +1,6 @@
-//! The apalis handlers: one generic adapter that opens the job's span, runs the kind's `run`
-//! function, and records the duration. Everything interesting is in the kinds' modules.
+//! The [`Job`] trait every kind implements in its own module, and the one generic apalis
+//! adapter that opens the job's span, runs the kind's `run` (stopping it if its lease is
+//! lost), and records the duration.
 
 use std::time::Instant;
 
@@ -9,14 +10,20 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::context::JobContext;
-use crate::kinds::{Kind, NoopArgs};
+use crate::kinds::Kind;
 
-/// A job kind's entry point, as the worker wiring needs it.
+/// A job kind, implemented in its own module and registered in `kinds::registry!`.
 pub trait Job: Send + Sync + 'static {
     /// The payload.
     type Args: DeserializeOwned + serde::Serialize + Send + Sync + Unpin + 'static;
     /// Which kind.
     const KIND: Kind;
+    /// The queue name (stable once deployed).
+    const NAME: &'static str;
+    /// Limits used when `jobs/schedule.toml` does not set them.
+    fn default_limits() -> crate::schedule::KindLimits;
+    /// The unit a job works on (at most one live job per unit), if any.
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String>;
     /// The unit (user, transfer …) for log lines, if any.
     fn unit(args: &Self::Args) -> Option<String>;
     /// Runs one attempt.
@@ -25,134 +32,6 @@ pub trait Job: Send + Sync + 'static {
         args: Self::Args,
         attempt: u32,
     ) -> impl Future<Output = Outcome> + Send;
-}
-
-/// `noop`.
-pub struct Noop;
-
-impl Job for Noop {
-    type Args = NoopArgs;
-    const KIND: Kind = Kind::Noop;
-    fn unit(args: &NoopArgs) -> Option<String> {
-        args.unit.clone()
-    }
-    async fn run(_ctx: &JobContext, args: NoopArgs, attempt: u32) -> Outcome {
-        crate::noop::run(args, attempt).await
-    }
-}
-
-/// `tx_sync`.
-pub struct TxSync;
-
-impl Job for TxSync {
-    type Args = crate::tx_sync::TxSyncArgs;
-    const KIND: Kind = Kind::TxSync;
-    fn unit(args: &Self::Args) -> Option<String> {
-        args.user
-            .clone()
-            .or_else(|| args.partner.then(|| "partner".to_owned()))
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::tx_sync::run(ctx, args).await
-    }
-}
-
-/// `sync_sweep`.
-pub struct SyncSweep;
-
-impl Job for SyncSweep {
-    type Args = crate::sync_sweep::SyncSweepArgs;
-    const KIND: Kind = Kind::SyncSweep;
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::sync_sweep::run(ctx, args).await
-    }
-}
-
-/// `kyc_poll`.
-pub struct KycPoll;
-
-impl Job for KycPoll {
-    type Args = crate::kyc_poll::KycPollArgs;
-    const KIND: Kind = Kind::KycPoll;
-    fn unit(args: &Self::Args) -> Option<String> {
-        Some(args.user.clone())
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::kyc_poll::run(ctx, args).await
-    }
-}
-
-/// `exchange_finalize`.
-pub struct ExchangeFinalize;
-
-impl Job for ExchangeFinalize {
-    type Args = crate::exchange_finalize::ExchangeFinalizeArgs;
-    const KIND: Kind = Kind::ExchangeFinalize;
-    fn unit(args: &Self::Args) -> Option<String> {
-        Some(args.exchange.clone())
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::exchange_finalize::run(ctx, args).await
-    }
-}
-
-/// `sepa_status`.
-pub struct SepaStatus;
-
-impl Job for SepaStatus {
-    type Args = crate::sepa_status::SepaStatusArgs;
-    const KIND: Kind = Kind::SepaStatus;
-    fn unit(args: &Self::Args) -> Option<String> {
-        Some(args.transfer.clone())
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::sepa_status::run(ctx, args).await
-    }
-}
-
-/// `intake_sweep`.
-pub struct IntakeSweep;
-
-impl Job for IntakeSweep {
-    type Args = crate::intake_sweep::IntakeSweepArgs;
-    const KIND: Kind = Kind::IntakeSweep;
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::intake_sweep::run(ctx, args).await
-    }
-}
-
-/// `reconcile`.
-pub struct Reconcile;
-
-impl Job for Reconcile {
-    type Args = crate::reconcile::ReconcileArgs;
-    const KIND: Kind = Kind::Reconcile;
-    fn unit(args: &Self::Args) -> Option<String> {
-        args.user.clone()
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::reconcile::run(ctx, args).await
-    }
-}
-
-/// `report`.
-pub struct Report;
-
-impl Job for Report {
-    type Args = crate::report::ReportArgs;
-    const KIND: Kind = Kind::Report;
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
-    }
-    async fn run(ctx: &JobContext, args: Self::Args, _attempt: u32) -> Outcome {
-        crate::report::run(ctx, args).await
-    }
 }
 
 /// The apalis handler of kind `J`.

@@ -96,3 +96,43 @@ async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::V
         "transfers": due.transfers.len(), "enqueued": added,
     }))
 }
+
+/// `intake_sweep`: queues the first job of intake rows the partner's application inserted directly.
+pub struct IntakeSweepJob;
+
+impl crate::handler::Job for IntakeSweepJob {
+    type Args = IntakeSweepArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::IntakeSweep;
+    const NAME: &'static str = "intake_sweep";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            concurrency: 1,
+            max_deferrals: 5,
+            from_budget: false,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+
+    fn dedup_key(_args: &Self::Args) -> Result<Option<String>, String> {
+        // One live sweep at a time.
+        Ok(Some("sweep".to_owned()))
+    }
+
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}

@@ -153,6 +153,48 @@ pub async fn run(ctx: &JobContext, args: KycPollArgs) -> Outcome {
     }
 }
 
+/// `kyc_poll`: follows one user through P100's KYC.
+pub struct KycPollJob;
+
+impl crate::handler::Job for KycPollJob {
+    type Args = KycPollArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::KycPoll;
+    const NAME: &'static str = "kyc_poll";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        // A 401 defers every poll until the key is fixed: deferrals must outlast that.
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(60),
+            max_attempts: 10,
+            concurrency: 16,
+            max_deferrals: 10_000,
+            from_budget: false,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        ledger::owner::check_external_user_id(&args.user)
+            .map_err(|e| format!("kyc_poll needs \"user\": \"<externalUserId>\": {e}"))?;
+        Ok(Some(format!("user:{}", args.user)))
+    }
+
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.user.clone())
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

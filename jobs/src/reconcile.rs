@@ -879,3 +879,46 @@ fn unmatched_of(f: &TxFinding) -> UnmatchedTransaction {
         status: f.status.clone(),
     }
 }
+
+/// `reconcile`: compares P100's balances with the ledger and records discrepancies.
+pub struct ReconcileJob;
+
+impl crate::handler::Job for ReconcileJob {
+    type Args = ReconcileArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::Reconcile;
+    const NAME: &'static str = "reconcile";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(4 * 3600),
+            max_attempts: 3,
+            concurrency: 1,
+            max_deferrals: 50,
+            from_budget: false,
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(1800),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        for user in args.user.iter().chain(&args.users) {
+            ledger::owner::check_external_user_id(user)
+                .map_err(|e| format!("reconcile \"user\": {e}"))?;
+        }
+        Ok(Some(args.scope()))
+    }
+
+    fn unit(args: &Self::Args) -> Option<String> {
+        args.user.clone()
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}

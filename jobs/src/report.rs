@@ -209,3 +209,42 @@ pub async fn build(pool: &ledger::PgPool, run: &Run) -> Result<Report, ReportErr
         },
     })
 }
+
+/// `report`: writes a day's reconciliation report.
+pub struct ReportJob;
+
+impl crate::handler::Job for ReportJob {
+    type Args = ReportArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::Report;
+    const NAME: &'static str = "report";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(600),
+            max_attempts: 5,
+            concurrency: 1,
+            max_deferrals: 5,
+            from_budget: false,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        Ok(Some(args.day()?.to_string()))
+    }
+
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}

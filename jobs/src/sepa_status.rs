@@ -299,6 +299,49 @@ fn mismatch(
     })
 }
 
+/// `sepa_status`: follows one outgoing SEPA transfer to its end.
+pub struct SepaStatusJob;
+
+impl crate::handler::Job for SepaStatusJob {
+    type Args = SepaStatusArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::SepaStatus;
+    const NAME: &'static str = "sepa_status";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        // Like kyc_poll: a 401 defers every read until the key is fixed.
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(60),
+            max_attempts: 10,
+            concurrency: 8,
+            max_deferrals: 10_000,
+            from_budget: false,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        if args.transfer.trim().is_empty() {
+            return Err("sepa_status needs \"transfer\": \"<transferId>\"".to_owned());
+        }
+        Ok(Some(format!("transfer:{}", args.transfer)))
+    }
+
+    fn unit(args: &Self::Args) -> Option<String> {
+        Some(args.transfer.clone())
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,3 +72,43 @@ pub async fn run(ctx: &JobContext, args: SyncSweepArgs) -> Outcome {
         Err(e) => Outcome::retry(e.to_string()),
     }
 }
+
+/// `sync_sweep`: enqueues `tx_sync` for tracked users, spread over time.
+pub struct SyncSweepJob;
+
+impl crate::handler::Job for SyncSweepJob {
+    type Args = SyncSweepArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::SyncSweep;
+    const NAME: &'static str = "sync_sweep";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            concurrency: 1,
+            max_deferrals: 5,
+            from_budget: false,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+        }
+    }
+
+    fn dedup_key(_args: &Self::Args) -> Result<Option<String>, String> {
+        // One live sweep at a time.
+        Ok(Some("sweep".to_owned()))
+    }
+
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}

@@ -693,3 +693,47 @@ pub async fn run(ctx: &JobContext, args: TxSyncArgs) -> Outcome {
         Err(SyncError::Contract(e)) => Outcome::dead(format!("syncing {owner}: {e}")),
     }
 }
+
+/// `tx_sync`: copies P100 transaction history into the ledger (partner or one user).
+pub struct TxSyncJob;
+
+impl crate::handler::Job for TxSyncJob {
+    type Args = TxSyncArgs;
+    const KIND: crate::kinds::Kind = crate::kinds::Kind::TxSync;
+    const NAME: &'static str = "tx_sync";
+
+    fn default_limits() -> crate::schedule::KindLimits {
+        use crate::schedule::KindLimits;
+        use std::time::Duration;
+        KindLimits {
+            timeout: Duration::from_secs(1800),
+            max_attempts: 8,
+            concurrency: 4,
+            max_deferrals: 50,
+            from_budget: true,
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+
+    fn dedup_key(args: &Self::Args) -> Result<Option<String>, String> {
+        Ok(Some(match args.owner()? {
+            Owner::Partner => "partner".to_owned(),
+            Owner::User(id) => format!("user:{id}"),
+        }))
+    }
+
+    fn unit(args: &Self::Args) -> Option<String> {
+        args.user
+            .clone()
+            .or_else(|| args.partner.then(|| "partner".to_owned()))
+    }
+
+    async fn run(
+        ctx: &crate::context::JobContext,
+        args: Self::Args,
+        _attempt: u32,
+    ) -> queue::Outcome {
+        run(ctx, args).await
+    }
+}
