@@ -174,6 +174,9 @@ pub async fn run(
     let health = options.health.clone();
     let requested = Arc::new(AtomicBool::new(false));
     let requested_by_signal = requested.clone();
+    // A kind that crash-loops cannot recover in this process: the daemon drains and exits
+    // non-zero, so its supervisor restarts it (and says so), instead of running on without it.
+    let (gave_up, mut gave_up_rx) = tokio::sync::watch::channel(false);
     monitor
         .should_restart(move |worker, error| {
             let kind = worker.name().split('@').next().unwrap_or_default();
@@ -181,12 +184,17 @@ pub async fn run(
             // something else. It restarts, unless it is crash-looping.
             let again = health.stopped(kind, worker.name());
             tracing::error!(worker = worker.name(), %error, restart = again, "worker stopped: {error}");
+            if !again {
+                let _ = gave_up.send(true);
+            }
             again
         })
         .shutdown_timeout(options.grace)
         .run_with_signal(async move {
-            shutdown.await;
-            requested_by_signal.store(true, Ordering::SeqCst);
+            tokio::select! {
+                () = shutdown => requested_by_signal.store(true, Ordering::SeqCst),
+                _ = gave_up_rx.wait_for(|g| *g) => {}
+            }
             Ok(())
         })
         .await?;
@@ -207,8 +215,8 @@ pub async fn run(
         }
     } else {
         anyhow::bail!(
-            "every worker stopped without a shutdown request (kinds down: {}); exiting so the \
-             supervisor restarts the daemon",
+            "workers stopped without a shutdown request and could not be restarted (kinds \
+             down: {}); exiting so the supervisor restarts the daemon",
             options.health.down().join(", ")
         );
     }

@@ -848,6 +848,13 @@ async fn a_database_outage_is_ridden_out_and_the_daemon_never_dies(pool: PgPool)
             .unwrap_or(0)
     };
     assert_eq!(readyz(daemon.port).await, 200);
+    // A job in flight when the database goes away: it finishes during the outage and its
+    // outcome is recorded once the database is back, with its one attempt.
+    let in_flight = enqueue(&pool, noop(json!({ "sleep_ms": 3000 }), 1)).await;
+    wait_for(&pool, in_flight, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
 
     database_outage(&db_name, true).await;
     pool.close().await;
@@ -877,6 +884,11 @@ async fn a_database_outage_is_ridden_out_and_the_daemon_never_dies(pool: PgPool)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pool = PgPool::connect(&url_of_name(&db_name)).await.unwrap();
+    let row = wait_for(&pool, in_flight, Duration::from_secs(40), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    assert_eq!((row.attempts, row.runs), (1, 1), "{row:?}");
     let id = enqueue(&pool, noop(json!({}), 3)).await;
     let row = wait_for(&pool, id, Duration::from_secs(20), "done", |j| {
         j.state == JobState::Done

@@ -141,9 +141,10 @@ pub async fn reconcile(ctx: &JobContext, args: &ReconcileArgs) -> Result<RunSumm
     let budget = args
         .budget_calls
         .unwrap_or_else(|| u64::from(client.max_rps()) * 3600);
-    let run_id = ledger::reconciliation::start_run(&ctx.pool, &args.scope(), budget as i64)
-        .await
-        .map_err(failed("starting the run"))?;
+    let run_id =
+        ledger::reconciliation::start_run(&ctx.pool, &args.scope(), budget as i64, args.report)
+            .await
+            .map_err(failed("starting the run"))?;
     match reconcile_run(ctx, client, args, run_id, budget).await {
         Ok(summary) => Ok(summary),
         Err(e) => {

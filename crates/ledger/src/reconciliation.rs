@@ -221,7 +221,13 @@ pub async fn operations_to_match(
 
 /// Starts a run; returns its id. A run of the same scope still marked running was abandoned
 /// (its job timed out or its process died: one scope has one live job), and is marked failed.
-pub async fn start_run(db: impl PgExecutor<'_>, scope: &str, budget: i64) -> Result<i64, Error> {
+/// `writes_report`: the run queues its day's report (the nightly chain).
+pub async fn start_run(
+    db: impl PgExecutor<'_>,
+    scope: &str,
+    budget: i64,
+    writes_report: bool,
+) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
         r#"
         WITH abandoned AS (
@@ -230,11 +236,12 @@ pub async fn start_run(db: impl PgExecutor<'_>, scope: &str, budget: i64) -> Res
                    error = 'abandoned: the job running it stopped (timeout or crash) before it was recorded'
              WHERE state = 'running' AND scope = $1
         )
-        INSERT INTO reconciliation_runs (scope, p100_budget) VALUES ($1, $2) RETURNING id
+        INSERT INTO reconciliation_runs (scope, p100_budget, writes_report) VALUES ($1, $2, $3) RETURNING id
         "#,
     )
     .bind(scope)
     .bind(budget)
+    .bind(writes_report)
     .fetch_one(db)
     .await?)
 }
@@ -349,9 +356,9 @@ pub async fn mark_reconciled(
     Ok(())
 }
 
-/// The run a day's report describes: the last finished run of scope `all` (the nightly run)
-/// that started on `day` (UTC); a day without one gets its last finished run of any scope. A
-/// one-user run later that day no longer replaces the nightly one.
+/// The run a day's report describes: the last finished run that started on `day` (UTC) and
+/// writes its report (the nightly chain); else the last of scope `all`; else the last of any
+/// scope. A manual or one-user run later that day no longer replaces the nightly one.
 pub async fn last_run_on(
     db: impl PgExecutor<'_>,
     day: chrono::NaiveDate,
@@ -359,7 +366,7 @@ pub async fn last_run_on(
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM reconciliation_runs
           WHERE state = 'finished' AND (started_at AT TIME ZONE 'UTC')::date = $1
-          ORDER BY (scope = 'all') DESC, started_at DESC, id DESC LIMIT 1"
+          ORDER BY writes_report DESC, (scope = 'all') DESC, started_at DESC, id DESC LIMIT 1"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(day)

@@ -80,6 +80,9 @@ pub struct JobsPersistence<Args> {
     cfg: Arc<QueueConfig>,
     _args: PhantomData<fn() -> Args>,
     outage: Arc<Mutex<Outage>>,
+    /// A claim or burial failed: rows may be held under this worker's name that it never
+    /// received. Checked (and given back) before the next claim.
+    orphans: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<Args> Clone for JobsPersistence<Args> {
@@ -87,7 +90,9 @@ impl<Args> Clone for JobsPersistence<Args> {
         JobsPersistence {
             pool: self.pool.clone(),
             cfg: self.cfg.clone(),
-            outage: self.outage.clone(),
+            // Each worker has its own: a sibling's success says nothing of this one's calls.
+            outage: Arc::default(),
+            orphans: Arc::default(),
             _args: PhantomData,
         }
     }
@@ -98,6 +103,36 @@ pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Longest wait between two tries of a database call the worker cannot do without.
 const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether a database error is the database being away (retry until it is back) rather than a
+/// statement that will fail again however often it is sent (a constraint, a permission).
+fn database_unavailable(error: &Error) -> bool {
+    match error {
+        Error::Database(e) => match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "40001"
+                    || code == "40P01"
+                    || code == "55000"
+            }),
+            _ => false,
+        },
+        Error::Contended(_) => true,
+        Error::Corrupt(_) => false,
+    }
+}
+
+/// Tries of a call that fails for another reason than the database being away before the
+/// worker gives up on it (it then stops, is restarted, and a crash loop shows in `/readyz`).
+const OTHER_ERROR_TRIES: u32 = 5;
 
 /// Whether the database answers this worker, so an outage of any length is ridden out with
 /// backoff (never by stopping the worker: apalis would drop its in-flight handlers and spend
@@ -188,25 +223,33 @@ where
     type Error = Error;
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        // A worker starting while the database is away waits for it.
+        // A worker starting while the database is away waits for it. It rescues nothing: only
+        // keepers do, after their quiet period, so a worker starting right after an outage
+        // never takes jobs from replicas that have not renewed yet.
+        let mut other_errors = 0;
         loop {
-            let registered = async {
-                store::register_worker(
-                    &self.pool,
-                    worker.name(),
-                    &self.cfg.host,
-                    std::process::id() as i32,
-                    std::slice::from_ref(&self.cfg.kind),
-                )
-                .await?;
-                store::rescue_expired(&self.pool, self.cfg.lease).await
-            };
-            match registered.await {
-                Ok(_) => {
+            let registered = store::register_worker(
+                &self.pool,
+                worker.name(),
+                &self.cfg.host,
+                std::process::id() as i32,
+                std::slice::from_ref(&self.cfg.kind),
+            )
+            .await;
+            match registered {
+                Ok(()) => {
                     self.db_ok();
                     return Ok(());
                 }
-                Err(e) => tokio::time::sleep(self.db_failed("register", &e)).await,
+                Err(e) if !database_unavailable(&e) && other_errors + 1 >= OTHER_ERROR_TRIES => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    if !database_unavailable(&e) {
+                        other_errors += 1;
+                    }
+                    tokio::time::sleep(self.db_failed("register", &e)).await
+                }
             }
         }
     }
@@ -218,6 +261,24 @@ where
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Args>>, Error> {
+        use std::sync::atomic::Ordering;
+        // A worker claims again only once its batch is run and acknowledged: anything still
+        // held under its name now was claimed by a call whose answer was lost. Given back
+        // unspent before claiming more.
+        if self.orphans.load(Ordering::SeqCst) {
+            match store::release_held(&self.pool, worker.name()).await {
+                Ok(n) => {
+                    self.orphans.store(false, Ordering::SeqCst);
+                    if n > 0 {
+                        tracing::warn!(job.kind = %self.cfg.kind, released = n, "gave back {n} jobs claimed by a call whose answer was lost");
+                    }
+                }
+                Err(e) => {
+                    tokio::time::sleep(self.db_failed("release", &e)).await;
+                    return Ok(Vec::new());
+                }
+            }
+        }
         let claimed = match store::claim(
             &self.pool,
             &self.cfg.kind,
@@ -231,11 +292,13 @@ where
                 self.db_ok();
                 claimed
             }
-            // Nothing claimed this time: the worker waits and asks again.
-            Err(e) => {
+            // Nothing claimed this time (as far as we know): the worker waits and asks again.
+            Err(e) if database_unavailable(&e) => {
+                self.orphans.store(true, Ordering::SeqCst);
                 tokio::time::sleep(self.db_failed("claim", &e)).await;
                 return Ok(Vec::new());
             }
+            Err(e) => return Err(e),
         };
         let mut tasks = Vec::with_capacity(claimed.len());
         for job in claimed {
@@ -256,6 +319,8 @@ where
                     // If even that fails, the row returns through lease expiry and is met here
                     // again.
                     if let Err(e) = store::bury(&self.pool, worker.name(), job.id, &reason).await {
+                        // Given back before the next claim, and met here again.
+                        self.orphans.store(true, Ordering::SeqCst);
                         tracing::warn!(job.id = job.id, error = %e, "cannot bury job {} yet", job.id);
                     }
                 }
@@ -310,14 +375,26 @@ where
         }
         // Outcomes are the results of work done: recorded whenever the database answers
         // again, however long that takes (acknowledgements are fenced by attempt, so a late
-        // one never overwrites a newer attempt).
+        // one never overwrites a newer attempt). An error that is not the database being away
+        // is tried a few times, then stops the worker: its rows return through their leases,
+        // and a crash loop shows in `/readyz`.
+        let mut other_errors = 0;
         let updated = loop {
             match store::complete_attempts(&self.pool, worker.name(), &outcomes).await {
                 Ok(updated) => {
                     self.db_ok();
                     break updated;
                 }
-                Err(e) => tokio::time::sleep(self.db_failed("acknowledge", &e)).await,
+                Err(e) if !database_unavailable(&e) && other_errors + 1 >= OTHER_ERROR_TRIES => {
+                    tracing::error!(job.kind = %self.cfg.kind, error = %e, "cannot record {} outcomes; stopping this worker", outcomes.len());
+                    return Err(e);
+                }
+                Err(e) => {
+                    if !database_unavailable(&e) {
+                        other_errors += 1;
+                    }
+                    tokio::time::sleep(self.db_failed("acknowledge", &e)).await
+                }
             }
         };
         if (updated as usize) < outcomes.len() {
@@ -438,6 +515,7 @@ where
                 pool: pool.clone(),
                 cfg: cfg.clone(),
                 outage: Arc::default(),
+                orphans: Arc::default(),
                 _args: PhantomData,
             }),
             cfg,
@@ -496,7 +574,14 @@ where
                     let c = conn.as_mut().expect("connected just above");
                     store::heartbeat(c, &name, cfg.lease).await
                 };
-                match renewed.await {
+                // A half-open connection must not stall renewals for minutes.
+                let renewed =
+                    tokio::time::timeout(cfg.heartbeat.max(Duration::from_secs(5)), renewed)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Contended("lease renewal timed out".to_owned()))
+                        });
+                match renewed {
                     Ok(_) => {
                         healthy_since.get_or_insert_with(std::time::Instant::now);
                     }
@@ -511,7 +596,7 @@ where
                     continue;
                 }
                 let Some(c) = conn.as_mut() else { continue };
-                match store::rescue_expired(&mut *c, cfg.lease).await {
+                match store::rescue_expired(&mut *c, cfg.lease + cfg.heartbeat).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
                         rescued = n,
@@ -672,6 +757,7 @@ mod tests {
             pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap(),
             cfg: Arc::new(QueueConfig::new("noop")),
             outage: Arc::default(),
+            orphans: Arc::default(),
             _args: PhantomData,
         };
         let before = Utc::now();

@@ -399,7 +399,30 @@ pub async fn complete_attempts(
                    ELSE 'pending' END,
                locked_by = NULL,
                locked_until = NULL,
-               run_at = COALESCE(u.at, j.run_at),
+               -- A rerun asked for while it ran: a job that stays live runs next with the
+               -- newest arguments, no later than asked; one that ends is followed by a new job.
+               run_at = CASE
+                   WHEN j.rerun_payload IS NOT NULL AND u.action IN ('retry', 'defer', 'snooze')
+                        AND NOT (u.action = 'retry' AND j.attempts >= j.max_attempts)
+                        AND NOT (u.action = 'defer' AND j.deferrals >= u.cap)
+                       THEN LEAST(COALESCE(u.at, j.run_at), j.rerun_at)
+                   ELSE COALESCE(u.at, j.run_at) END,
+               payload = CASE
+                   WHEN j.rerun_payload IS NOT NULL AND u.action IN ('retry', 'defer', 'snooze')
+                        AND NOT (u.action = 'retry' AND j.attempts >= j.max_attempts)
+                        AND NOT (u.action = 'defer' AND j.deferrals >= u.cap)
+                       THEN j.rerun_payload
+                   ELSE j.payload END,
+               -- Consumed by a job that stays live (above); kept on one that ends, for the
+               -- insert below (a terminal row never runs again, so it is inert there).
+               rerun_payload = CASE WHEN u.action IN ('retry', 'defer', 'snooze')
+                                     AND NOT (u.action = 'retry' AND j.attempts >= j.max_attempts)
+                                     AND NOT (u.action = 'defer' AND j.deferrals >= u.cap)
+                                    THEN NULL ELSE j.rerun_payload END,
+               rerun_at = CASE WHEN u.action IN ('retry', 'defer', 'snooze')
+                                AND NOT (u.action = 'retry' AND j.attempts >= j.max_attempts)
+                                AND NOT (u.action = 'defer' AND j.deferrals >= u.cap)
+                               THEN NULL ELSE j.rerun_at END,
                attempts = CASE u.action WHEN 'defer' THEN j.attempts - 1 WHEN 'snooze' THEN 0 ELSE j.attempts END,
                deferrals = CASE u.action WHEN 'defer' THEN j.deferrals + 1 WHEN 'snooze' THEN 0 ELSE j.deferrals END,
                last_error = CASE
@@ -461,6 +484,23 @@ pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: &[i64]) -> Resu
     )
     .bind(worker)
     .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives back every job held under `worker`, without spending the attempt (rows a lost claim
+/// answer left with it). Returns the count.
+pub async fn release_held(db: impl PgExecutor<'_>, worker: &str) -> Result<u64, Error> {
+    let done = sqlx::query(
+        r#"
+        UPDATE jobs
+           SET state = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
+               attempts = attempts - 1, locked_by = NULL, locked_until = NULL
+         WHERE locked_by = $1 AND state = 'running'
+        "#,
+    )
+    .bind(worker)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -811,7 +851,7 @@ pub async fn retry(
     let done = sqlx::query(
         r#"
         UPDATE jobs SET state = 'pending', run_at = now(), finished_at = NULL, deferrals = 0,
-                        max_attempts = attempts + $2
+                        max_attempts = attempts + $2, rerun_payload = NULL, rerun_at = NULL
          WHERE id = $1 AND state IN ('failed', 'dead', 'cancelled')
         "#,
     )

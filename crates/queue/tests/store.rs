@@ -536,3 +536,46 @@ async fn an_enqueue_for_a_running_unit_is_followed_by_exactly_one_rerun(pool: Pg
             .unwrap();
     assert_eq!(rerun, None);
 }
+
+/// Review: a rerun asked for while a polling job ran must shape its next run, not wait for
+/// its final end (a snoozed job stays live).
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_rerun_asked_of_a_job_that_stays_live_becomes_its_next_run(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let first = store::enqueue(&mut conn, &job("kyc_poll", Some("user:u1")))
+        .await
+        .unwrap();
+    store::claim(&pool, "kyc_poll", "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut again = job("kyc_poll", Some("user:u1"));
+    again.payload = json!({"v": 1, "unit": "user:u1", "asked": "now"});
+    store::enqueue(&mut conn, &again).await.unwrap();
+    store::complete(
+        &pool,
+        "w",
+        &[(
+            first.id,
+            Completion::Snooze {
+                result: json!(null),
+                at: Utc::now() + chrono::Duration::hours(1),
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    let row = state(&pool, first.id).await;
+    assert_eq!(row.state, JobState::Pending);
+    assert_eq!(row.payload["asked"], "now");
+    assert!(
+        row.run_at <= Utc::now() + chrono::Duration::seconds(5),
+        "{row:?}"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE state IN ('pending', 'failed', 'running')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 1, "no second job: the live one carries the request");
+}
