@@ -904,3 +904,221 @@ fn url_of_name(db_name: &str) -> String {
     url.set_path(db_name);
     url.to_string()
 }
+
+/// What a full cycle leaves behind, for comparing runs.
+#[derive(Debug, PartialEq)]
+struct CycleResult {
+    /// (owner, currency) → the ledger's balance.
+    balances: Vec<(String, String, rust_decimal::Decimal)>,
+    /// (class, owner, currency, subject) of every open discrepancy.
+    discrepancies: Vec<(String, String, String, String)>,
+    /// Exchanges P100 executed, per lock.
+    executions: Vec<usize>,
+}
+
+/// How often a cycle's work was cut short by a kill: jobs rescued from a dead worker and
+/// reconciliation runs abandoned mid-way.
+async fn interruptions(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE errors::text LIKE '%rescue%'),
+                (SELECT count(*) FROM reconciliation_runs WHERE state = 'failed')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+const CYCLE_SCHEDULE: &str = "[kinds.reconcile]\nmax_attempts = 100\n\n[kinds.report]\nmax_attempts = 100\n\n[kinds.exchange_finalize]\nmax_attempts = 100\n";
+
+/// One full cycle on the demo's P100 (an exchange finalized, every history synced, the
+/// reconciliation and its report), with the daemon killed with SIGKILL `kills` times at random
+/// points and restarted each time.
+async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
+    use rand::{Rng, SeedableRng};
+    migrate(pool).await;
+    let scenario = Scenario::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml"),
+    )
+    .unwrap();
+    let p100 = Sandbox::from_scenario(scenario).spawn().await.unwrap();
+    p100.sandbox().configure_exchange(|c| {
+        c.after_polls = None;
+        c.after_seconds = Some(0.0);
+    });
+    let users: Vec<String> = ["alice-0001", "bob-0002", "carol-0003"]
+        .iter()
+        .map(|u| (*u).to_owned())
+        .collect();
+    ledger::users::track(pool, &users, "test", ledger::intake::FirstJob::LeftToSweep)
+        .await
+        .unwrap();
+    let amount = rust_decimal::Decimal::new(100, 0);
+    let (lock, _, expires) = p100.sandbox().create_lock("eur", "btc", amount);
+    let new = ledger::exchanges::NewExchange {
+        owner: &ledger::Owner::Partner,
+        lock_id: &lock,
+        from: "eur",
+        to: "btc",
+        amount,
+        // Far enough ahead for every kill below.
+        expires_at: expires.parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(10),
+    };
+    let exchange = ledger::exchanges::submit(pool, &new, ledger::intake::FirstJob::QueuedByCaller)
+        .await
+        .unwrap();
+    let finalize = enqueue(
+        pool,
+        NewJob {
+            kind: "exchange_finalize".into(),
+            payload: json!({ "exchange": exchange.to_string() }),
+            dedup_key: Some(format!("exchange:{exchange}")),
+            run_at: None,
+            max_attempts: 100,
+        },
+    )
+    .await;
+    let schedule = write_schedule(&format!("cycle-{seed}"), CYCLE_SCHEDULE);
+    let db = url_of(pool);
+    let flags = ["--lease", "3s", "--heartbeat", "1s", "--grace", "1s"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The exchange first (as the nightly run follows the day's operations), then the chain.
+    let mut reconcile_id = None;
+    for k in 0..=kills {
+        let daemon = Daemon::start(&db, &p100, &schedule, &flags).await;
+        if k == kills {
+            if reconcile_id.is_none() {
+                wait_for(pool, finalize, Duration::from_secs(60), "done", |j| {
+                    j.state == JobState::Done
+                })
+                .await;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
+        daemon.signal("KILL");
+        let _ = daemon.wait(Duration::from_secs(10)).await;
+        if reconcile_id.is_none() && job(pool, finalize).await.state == JobState::Done {
+            reconcile_id = Some(
+                enqueue(
+                    pool,
+                    NewJob {
+                        kind: "reconcile".into(),
+                        payload: json!({ "sync": true, "report": true }),
+                        dedup_key: Some("all".into()),
+                        run_at: None,
+                        max_attempts: 100,
+                    },
+                )
+                .await,
+            );
+        }
+    }
+    let daemon = Daemon::start(&db, &p100, &schedule, &flags).await;
+    let reconcile_id = match reconcile_id {
+        Some(id) => id,
+        None => {
+            wait_for(pool, finalize, Duration::from_secs(60), "done", |j| {
+                j.state == JobState::Done
+            })
+            .await;
+            enqueue(
+                pool,
+                NewJob {
+                    kind: "reconcile".into(),
+                    payload: json!({ "sync": true, "report": true }),
+                    dedup_key: Some("all".into()),
+                    run_at: None,
+                    max_attempts: 100,
+                },
+            )
+            .await
+        }
+    };
+    wait_for(pool, reconcile_id, Duration::from_secs(120), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reports: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'report' AND state = 'done'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if reports >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the report was never written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(daemon);
+    let balances = sqlx::query_as(
+        "SELECT COALESCE(external_user_id, 'partner'), currency, balance FROM ledger_accounts
+          WHERE balance IS NOT NULL ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let discrepancies = sqlx::query_as(
+        "SELECT class, COALESCE(external_user_id, 'partner'), COALESCE(currency, ''), COALESCE(subject, '')
+           FROM discrepancies WHERE state <> 'resolved' ORDER BY 1, 2, 3, 4",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut per_lock: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in p100.sandbox().exchanges() {
+        *per_lock.entry(e.lock_id).or_default() += 1;
+    }
+    CycleResult {
+        balances,
+        discrepancies,
+        executions: per_lock.into_values().collect(),
+    }
+}
+
+/// Issue 11: `kill -9` of the daemon at 20 random points of a full cycle, restarted each time:
+/// the ledger and the report's discrepancies equal an undisturbed run's, and the exchange was
+/// executed at P100 exactly once.
+#[sqlx::test(migrations = false)]
+async fn a_cycle_killed_twenty_times_ends_as_an_undisturbed_one(pool: PgPool) {
+    let undisturbed = {
+        let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+            .await
+            .unwrap();
+        let name = format!("p100_recon_chaos_ref_{}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let reference = PgPool::connect(&url_of_name(&name)).await.unwrap();
+        let result = full_cycle(&reference, 0, 1).await;
+        reference.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        result
+    };
+    assert_eq!(undisturbed.executions, vec![1]);
+    assert!(
+        !undisturbed.discrepancies.is_empty(),
+        "the demo's designed drifts are found"
+    );
+    let killed = full_cycle(&pool, 20, 7).await;
+    let (rescued, abandoned) = interruptions(&pool).await;
+    assert!(
+        rescued + abandoned > 0,
+        "the kills cut no work short: the test proved nothing"
+    );
+    assert_eq!(killed, undisturbed);
+}
