@@ -930,11 +930,9 @@ async fn interruptions(pool: &PgPool) -> (i64, i64) {
 
 const CYCLE_SCHEDULE: &str = "[kinds.reconcile]\nmax_attempts = 100\n\n[kinds.report]\nmax_attempts = 100\n\n[kinds.exchange_finalize]\nmax_attempts = 100\n";
 
-/// One full cycle on the demo's P100 (an exchange finalized, every history synced, the
-/// reconciliation and its report), with the daemon killed with SIGKILL `kills` times at random
-/// points and restarted each time.
-async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
-    use rand::{Rng, SeedableRng};
+/// The start of a full cycle on the demo's P100: users tracked, an exchange locked and its
+/// finalization queued. Returns the sandbox and the finalization job.
+async fn start_cycle(pool: &PgPool) -> (RunningSandbox, i64) {
     migrate(pool).await;
     let scenario = Scenario::from_file(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml"),
@@ -960,7 +958,7 @@ async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
         from: "eur",
         to: "btc",
         amount,
-        // Far enough ahead for every kill below.
+        // Far enough ahead for every disturbance below.
         expires_at: expires.parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(10),
     };
     let exchange = ledger::exchanges::submit(pool, &new, ledger::intake::FirstJob::QueuedByCaller)
@@ -977,64 +975,27 @@ async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
         },
     )
     .await;
-    let schedule = write_schedule(&format!("cycle-{seed}"), CYCLE_SCHEDULE);
-    let db = url_of(pool);
-    let flags = ["--lease", "3s", "--heartbeat", "1s", "--grace", "1s"];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // The exchange first (as the nightly run follows the day's operations), then the chain.
-    let mut reconcile_id = None;
-    for k in 0..=kills {
-        let daemon = Daemon::start(&db, &p100, &schedule, &flags).await;
-        if k == kills {
-            if reconcile_id.is_none() {
-                wait_for(pool, finalize, Duration::from_secs(60), "done", |j| {
-                    j.state == JobState::Done
-                })
-                .await;
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
-        daemon.signal("KILL");
-        let _ = daemon.wait(Duration::from_secs(10)).await;
-        if reconcile_id.is_none() && job(pool, finalize).await.state == JobState::Done {
-            reconcile_id = Some(
-                enqueue(
-                    pool,
-                    NewJob {
-                        kind: "reconcile".into(),
-                        payload: json!({ "sync": true, "report": true }),
-                        dedup_key: Some("all".into()),
-                        run_at: None,
-                        max_attempts: 100,
-                    },
-                )
-                .await,
-            );
-        }
-    }
-    let daemon = Daemon::start(&db, &p100, &schedule, &flags).await;
-    let reconcile_id = match reconcile_id {
-        Some(id) => id,
-        None => {
-            wait_for(pool, finalize, Duration::from_secs(60), "done", |j| {
-                j.state == JobState::Done
-            })
-            .await;
-            enqueue(
-                pool,
-                NewJob {
-                    kind: "reconcile".into(),
-                    payload: json!({ "sync": true, "report": true }),
-                    dedup_key: Some("all".into()),
-                    run_at: None,
-                    max_attempts: 100,
-                },
-            )
-            .await
-        }
-    };
-    wait_for(pool, reconcile_id, Duration::from_secs(120), "done", |j| {
+    (p100, finalize)
+}
+
+/// Queues the nightly chain (sync, reconcile, report).
+async fn enqueue_chain(pool: &PgPool) -> i64 {
+    enqueue(
+        pool,
+        NewJob {
+            kind: "reconcile".into(),
+            payload: json!({ "sync": true, "report": true }),
+            dedup_key: Some("all".into()),
+            run_at: None,
+            max_attempts: 100,
+        },
+    )
+    .await
+}
+
+/// Waits for the chain's end (the run and its report), then reads what the cycle left.
+async fn finish_cycle(pool: &PgPool, p100: &RunningSandbox, reconcile_id: i64) -> CycleResult {
+    wait_for(pool, reconcile_id, Duration::from_secs(180), "done", |j| {
         j.state == JobState::Done
     })
     .await;
@@ -1052,7 +1013,6 @@ async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
         assert!(Instant::now() < deadline, "the report was never written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(daemon);
     let balances = sqlx::query_as(
         "SELECT COALESCE(external_user_id, 'partner'), currency, balance FROM ledger_accounts
           WHERE balance IS NOT NULL ORDER BY 1, 2",
@@ -1078,37 +1038,73 @@ async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
     }
 }
 
+const CYCLE_FLAGS: [&str; 6] = ["--lease", "3s", "--heartbeat", "1s", "--grace", "1s"];
+
+/// One full cycle (the exchange first, as the nightly run follows the day's operations, then
+/// the chain), with the daemon killed with SIGKILL `kills` times at random points and
+/// restarted each time.
+async fn full_cycle(pool: &PgPool, kills: usize, seed: u64) -> CycleResult {
+    use rand::{Rng, SeedableRng};
+    let (p100, finalize) = start_cycle(pool).await;
+    let schedule = write_schedule(&format!("cycle-{seed}"), CYCLE_SCHEDULE);
+    let db = url_of(pool);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut reconcile_id = None;
+    for _ in 0..kills {
+        let daemon = Daemon::start(&db, &p100, &schedule, &CYCLE_FLAGS).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
+        daemon.signal("KILL");
+        let _ = daemon.wait(Duration::from_secs(10)).await;
+        if reconcile_id.is_none() && job(pool, finalize).await.state == JobState::Done {
+            reconcile_id = Some(enqueue_chain(pool).await);
+        }
+    }
+    let _daemon = Daemon::start(&db, &p100, &schedule, &CYCLE_FLAGS).await;
+    let reconcile_id = match reconcile_id {
+        Some(id) => id,
+        None => {
+            wait_for(pool, finalize, Duration::from_secs(60), "done", |j| {
+                j.state == JobState::Done
+            })
+            .await;
+            enqueue_chain(pool).await
+        }
+    };
+    finish_cycle(pool, &p100, reconcile_id).await
+}
+
+/// The undisturbed cycle, in a scratch database of the machine's server.
+async fn undisturbed_cycle() -> CycleResult {
+    let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let name = format!(
+        "p100_recon_ref_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let reference = PgPool::connect(&url_of_name(&name)).await.unwrap();
+    let result = full_cycle(&reference, 0, 1).await;
+    reference.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    result
+}
+
 /// Issue 11: `kill -9` of the daemon at 20 random points of a full cycle, restarted each time:
 /// the ledger and the report's discrepancies equal an undisturbed run's, and the exchange was
 /// executed at P100 exactly once.
 #[sqlx::test(migrations = false)]
 async fn a_cycle_killed_twenty_times_ends_as_an_undisturbed_one(pool: PgPool) {
-    let undisturbed = {
-        let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
-            .await
-            .unwrap();
-        let name = format!("p100_recon_chaos_ref_{}", std::process::id());
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name}"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let reference = PgPool::connect(&url_of_name(&name)).await.unwrap();
-        let result = full_cycle(&reference, 0, 1).await;
-        reference.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        result
-    };
+    let undisturbed = undisturbed_cycle().await;
     assert_eq!(undisturbed.executions, vec![1]);
     assert!(
         !undisturbed.discrepancies.is_empty(),
@@ -1121,4 +1117,226 @@ async fn a_cycle_killed_twenty_times_ends_as_an_undisturbed_one(pool: PgPool) {
         "the kills cut no work short: the test proved nothing"
     );
     assert_eq!(killed, undisturbed);
+}
+
+/// A Postgres cluster of the test's own (so it can be restarted and stopped without touching
+/// the machine's server), on a free port, trust auth, removed on drop.
+struct LocalCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl LocalCluster {
+    fn start() -> LocalCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                let mut dirs: Vec<PathBuf> = versions
+                    .filter_map(|v| v.ok().map(|v| v.path().join("bin")))
+                    .filter(|b| b.join("pg_ctl").exists())
+                    .collect();
+                dirs.sort();
+                dirs.pop()
+            })
+            .expect("this test needs PostgreSQL's server binaries (Debian's postgresql package)");
+        let dir = std::env::temp_dir().join(format!(
+            "p100-recon-pg-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = LocalCluster {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        // initdb and postgres refuse to run as root: then as the postgres system user.
+        if cluster.as_root() {
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(&cluster.dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data().to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+            ],
+        );
+        cluster.up();
+        cluster
+    }
+
+    fn as_root(&self) -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let status = if self.as_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        } else {
+            Command::new(&program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        }
+        .unwrap();
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn down(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(if self.as_root() { "runuser" } else { "true" })
+            .args(if self.as_root() {
+                vec!["-u".to_owned(), "postgres".to_owned(), "--".to_owned()]
+            } else {
+                vec![]
+            })
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue 11: Postgres restarted twice during a full cycle and stopped for 60 s once. The cycle
+/// completes, every job ran to its end, `ledger verify` is clean, and the ledger and the
+/// discrepancies equal an undisturbed run's.
+#[tokio::test]
+async fn a_cycle_through_postgres_restarts_and_a_minute_down_ends_as_an_undisturbed_one() {
+    let undisturbed = undisturbed_cycle().await;
+    let cluster = LocalCluster::start();
+    let admin = PgPool::connect(&cluster.url("postgres")).await.unwrap();
+    sqlx::query("CREATE DATABASE cycle")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let db = cluster.url("cycle");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db)
+        .await
+        .unwrap();
+    let (p100, finalize) = start_cycle(&pool).await;
+    let schedule = write_schedule("pg-restarts", CYCLE_SCHEDULE);
+    let mut daemon = Daemon::start(&db, &p100, &schedule, &CYCLE_FLAGS).await;
+
+    // A restart while the exchange is being finalized.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.down();
+    cluster.up();
+    wait_for(&pool, finalize, Duration::from_secs(60), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    let chain = enqueue_chain(&pool).await;
+    // A restart during the chain, then a minute down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.down();
+    cluster.up();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.down();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited while Postgres was down"
+    );
+    cluster.up();
+
+    let result = finish_cycle(&pool, &p100, chain).await;
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind IN ('exchange_finalize', 'reconcile', 'report') AND state <> 'done'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unfinished, 0, "every job ran to its end");
+    let verify = Command::new(BIN)
+        .args(["ledger", "verify"])
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "ledger verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(daemon.child.try_wait().unwrap().is_none());
+    assert_eq!(result, undisturbed);
 }
