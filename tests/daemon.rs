@@ -1340,3 +1340,63 @@ async fn a_cycle_through_postgres_restarts_and_a_minute_down_ends_as_an_undistur
     assert!(daemon.child.try_wait().unwrap().is_none());
     assert_eq!(result, undisturbed);
 }
+
+/// Issue 11 (review): `enqueue --wait` for a unit whose job is running waited for the run
+/// under way, which predates the request. It waits for the run that follows it.
+#[sqlx::test(migrations = false)]
+async fn enqueue_wait_for_a_running_unit_waits_for_the_run_after_it(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("wait-rerun", PLAIN);
+    let db = url_of(&pool);
+    let _daemon = Daemon::start(&db, &p100, &schedule, &[]).await;
+    let running = enqueue(
+        &pool,
+        NewJob {
+            kind: "noop".into(),
+            payload: json!({ "unit": "u-1", "sleep_ms": 1500, "label": "first" }),
+            dedup_key: Some("u-1".into()),
+            run_at: None,
+            max_attempts: 3,
+        },
+    )
+    .await;
+    wait_for(&pool, running, Duration::from_secs(10), "started", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    let db_for_cli = db.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "enqueue",
+                "noop",
+                "--unit",
+                "u-1",
+                "--args",
+                r#"{"label": "second"}"#,
+                "--wait",
+            ])
+            .env("DATABASE_URL", &db_for_cli)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("one more run follows it"), "{stdout}");
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, state, payload->>'label' FROM jobs WHERE kind = 'noop' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), ("done", "first"));
+    assert_eq!((rows[1].1.as_str(), rows[1].2.as_str()), ("done", "second"));
+    assert!(
+        stdout.contains(&format!("job {} completed", rows[1].0)),
+        "it reported the run after: {stdout}"
+    );
+}

@@ -82,10 +82,18 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     // Runs are counted from the enqueue statement itself: reading them afterwards could miss
     // a run that finished in between, and `--wait` would then wait for the next one.
     let enqueued = jobs::enqueue::enqueue(&pool, &job).await?;
-    let runs_before = enqueued.runs;
+    let mut runs_before = enqueued.runs;
+    let mut waiting_for = enqueued.id;
+    // A running job asked again: what was asked is the run after it, not the one under way.
+    let mut after_current = enqueued.rerun_after;
     if !args.json {
         if enqueued.created {
             println!("enqueued job {} ({kind})", enqueued.id);
+        } else if enqueued.rerun_after {
+            println!(
+                "job {} ({kind}) is running for this unit; one more run follows it",
+                enqueued.id
+            );
         } else {
             println!(
                 "job {} ({kind}) is already queued for this unit; brought forward",
@@ -106,13 +114,37 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     // Wait for this run: the job finishes, or (a polling job) completes one more run.
     let deadline = Instant::now() + wait_timeout;
     loop {
-        let Some(row) = queue::store::show(&pool, enqueued.id).await? else {
+        let Some(row) = queue::store::show(&pool, waiting_for).await? else {
             anyhow::bail!(
                 "job {} disappeared while waiting (pruned or deleted)",
-                enqueued.id
+                waiting_for
             );
         };
         let completed_run = row.runs > runs_before && row.state != JobState::Running;
+        if after_current && (row.state.is_final() || completed_run) {
+            // The run under way ended: the asked-for run is its next run (it stays live) or
+            // the job that follows it.
+            after_current = false;
+            if row.state.is_final() {
+                let next: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM jobs WHERE kind = $1 AND dedup_key = $2 AND id > $3
+                      ORDER BY id LIMIT 1",
+                )
+                .bind(&row.kind)
+                .bind(&row.dedup_key)
+                .bind(row.id)
+                .fetch_optional(&pool)
+                .await?;
+                let Some((next,)) = next else {
+                    anyhow::bail!("job {} ended and no run followed it", row.id);
+                };
+                waiting_for = next;
+                runs_before = 0;
+            } else {
+                runs_before = row.runs;
+            }
+            continue;
+        }
         if row.state.is_final() || completed_run {
             let ok = row.state == JobState::Done || (completed_run && !row.state.is_final());
             if args.json {

@@ -106,6 +106,9 @@ pub struct Enqueued {
     pub created: bool,
     /// Runs the job had completed when it was enqueued (what `--wait` counts from).
     pub runs: i32,
+    /// The live job was running: the request is one more run after it (a new job if it ends,
+    /// its next run if it stays live).
+    pub rerun_after: bool,
 }
 
 /// Adds a job; if a live job of the same (kind, dedup key) exists, returns it instead and
@@ -135,9 +138,10 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
                 id,
                 created: true,
                 runs,
+                rerun_after: false,
             });
         }
-        let existing: Option<(i64, i32)> = sqlx::query_as(
+        let existing: Option<(i64, i32, bool)> = sqlx::query_as(
             r#"
             UPDATE jobs
                SET run_at = CASE WHEN state = 'running' THEN run_at
@@ -148,7 +152,7 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
                                    THEN LEAST(COALESCE(rerun_at, 'infinity'), COALESCE($3, now()))
                                    ELSE rerun_at END
              WHERE kind = $1 AND dedup_key = $2 AND state IN ('pending', 'failed', 'running')
-            RETURNING id, runs
+            RETURNING id, runs, state = 'running'
             "#,
         )
         .bind(&job.kind)
@@ -157,11 +161,12 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
         .bind(&job.payload)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some((id, runs)) = existing {
+        if let Some((id, runs, rerun_after)) = existing {
             return Ok(Enqueued {
                 id,
                 created: false,
                 runs,
+                rerun_after,
             });
         }
     }

@@ -41,7 +41,8 @@ async fn a_duplicate_unit_returns_the_live_job_and_brings_it_forward(pool: PgPoo
         queue::Enqueued {
             id: first.id,
             created: false,
-            runs: 0
+            runs: 0,
+            rerun_after: false,
         }
     );
     assert!(
