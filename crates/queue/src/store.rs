@@ -613,8 +613,10 @@ pub async fn rescue_expired(
     db: impl PgExecutor<'_>,
     worker_stale_after: Duration,
 ) -> Result<u64, Error> {
-    let done = sqlx::query(
+    // A job that goes dead here with a rerun asked for is followed by it, as on any other end.
+    let rescued: i64 = sqlx::query_scalar(
         r#"
+        WITH rescued AS (
         UPDATE jobs
            SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END,
                last_error = 'worker ' || locked_by || ' stopped renewing its lease during attempt ' || attempts,
@@ -628,12 +630,23 @@ pub async fn rescue_expired(
                SELECT 1 FROM job_workers w
                 WHERE w.id = jobs.locked_by AND w.stopped_at IS NULL
                   AND w.last_seen > now() - make_interval(secs => $1))
+        RETURNING kind, dedup_key, max_attempts, state, rerun_payload, rerun_at
+        ), rerun AS (
+            INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+            SELECT kind, rerun_payload, dedup_key, GREATEST(rerun_at, now()), max_attempts
+              FROM rescued
+             WHERE rerun_payload IS NOT NULL AND state = 'dead'
+            ON CONFLICT (kind, dedup_key)
+                WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+                DO NOTHING
+        )
+        SELECT count(*) FROM rescued
         "#,
     )
     .bind(worker_stale_after.as_secs_f64())
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(rescued as u64)
 }
 
 /// Deletes schedule ticks older than `age`, keeping each schedule's latest (the scheduler's

@@ -580,3 +580,33 @@ async fn a_rerun_asked_of_a_job_that_stays_live_becomes_its_next_run(pool: PgPoo
     .unwrap();
     assert_eq!(live, 1, "no second job: the live one carries the request");
 }
+
+/// Review: a job rescued to `dead` dropped the rerun asked of it while it ran.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_job_rescued_to_dead_is_still_followed_by_the_rerun_asked_of_it(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let mut last_try = job("k", Some("unit"));
+    last_try.max_attempts = 1;
+    let first = store::enqueue(&mut conn, &last_try).await.unwrap();
+    store::claim(&pool, "k", "crashed", 1, Duration::from_secs(0))
+        .await
+        .unwrap();
+    let mut again = job("k", Some("unit"));
+    again.payload = json!({"v": 1, "unit": "unit", "asked": "again"});
+    assert!(store::enqueue(&mut conn, &again).await.unwrap().rerun_after);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store::rescue_expired(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(state(&pool, first.id).await.state, JobState::Dead);
+    let follow: Vec<(serde_json::Value,)> =
+        sqlx::query_as("SELECT payload FROM jobs WHERE state = 'pending'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(follow.len(), 1);
+    assert_eq!(follow[0].0["asked"], "again");
+}
