@@ -179,7 +179,9 @@ async fn two_daemons_run_every_tick_and_every_job_exactly_once(pool: PgPool) {
     let jobs: Vec<NewJob> = (0..300)
         .map(|i| noop(json!({ "sleep_ms": i % 7 }), 3))
         .collect();
-    store::enqueue_many(&pool, &jobs).await.unwrap();
+    store::enqueue_many(&mut pool.acquire().await.unwrap(), &jobs)
+        .await
+        .unwrap();
 
     let a = Daemon::start(&db, &p100, &schedule, &[]).await;
     let b = Daemon::start(&db, &p100, &schedule, &[]).await;

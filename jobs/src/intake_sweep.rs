@@ -87,7 +87,7 @@ async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::V
         };
         add(Kind::SepaStatus, serde_json::json!(args))?;
     }
-    let added = queue::store::enqueue_many(&mut *tx, &jobs)
+    let added = queue::store::enqueue_many(&mut tx, &jobs)
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;

@@ -375,13 +375,13 @@ async fn reconcile_run(
     // it, and a failure to queue it cannot make the whole run repeat.
     if args.report {
         let report = crate::report::job_for(&ctx.schedule, started.date_naive())?;
-        queue::store::enqueue_many(&mut *tx, &[report])
+        queue::store::enqueue_many(&mut tx, &[report])
             .await
             .map_err(|e| format!("queueing the report of run {run_id}: {e}"))?;
     }
     if !tally.follow_up.is_empty() && args.follow_up_depth < MAX_FOLLOW_UPS {
         let job = follow_up(ctx, args, run_id, &tally.follow_up)?;
-        queue::store::enqueue_many(&mut *tx, &[job])
+        queue::store::enqueue_many(&mut tx, &[job])
             .await
             .map_err(|e| format!("queueing the follow-up of run {run_id}: {e}"))?;
     }

@@ -65,7 +65,11 @@ pub async fn run(ctx: &JobContext, args: SyncSweepArgs) -> Outcome {
             }
         }
     }
-    match queue::store::enqueue_many(&ctx.pool, &jobs).await {
+    let enqueued = async {
+        let mut conn = ctx.pool.acquire().await.map_err(queue::Error::from)?;
+        queue::store::enqueue_many(&mut conn, &jobs).await
+    };
+    match enqueued.await {
         Ok(added) => Outcome::Done(
             serde_json::json!({ "due": users.len(), "enqueued": added, "spread_seconds": args.spread_seconds }),
         ),

@@ -165,9 +165,10 @@ async fn enqueue_all(
         max_attempts: 3,
     };
     let mut left = n;
+    let mut conn = pool.acquire().await?;
     while left > 0 {
         let chunk = left.min(ENQUEUE_CHUNK);
-        queue::store::enqueue_many(pool, &vec![job.clone(); chunk]).await?;
+        queue::store::enqueue_many(&mut conn, &vec![job.clone(); chunk]).await?;
         left -= chunk;
     }
     Ok(())

@@ -380,9 +380,11 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
                 .map_err(|e| anyhow::anyhow!("{e}"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let mut conn = pool.acquire().await?;
     for chunk in syncs.chunks(5_000) {
-        queue::store::enqueue_many(&pool, chunk).await?;
+        queue::store::enqueue_many(&mut conn, chunk).await?;
     }
+    drop(conn);
     drain(&pool, Kind::TxSync, &mut daemons).await?;
     let synced_at = started.elapsed();
     let reconcile = jobs::enqueue::new_job(

@@ -82,7 +82,7 @@ pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Re
     })?;
     let job = jobs::enqueue::new_job(Kind::ExchangeFinalize, job_args, &schedule, None)
         .map_err(UsageError)?;
-    queue::store::enqueue_many(&mut *tx, &[job]).await?;
+    queue::store::enqueue_many(&mut tx, &[job]).await?;
     tx.commit().await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)

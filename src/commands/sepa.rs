@@ -183,7 +183,7 @@ async fn track(pool: &ledger::PgPool, v: Validated) -> anyhow::Result<ExitCode> 
         }
         Err(e) => return Err(e.into()),
     };
-    queue::store::enqueue_many(&mut *tx, &[job]).await?;
+    queue::store::enqueue_many(&mut tx, &[job]).await?;
     tx.commit().await?;
     println!("{}", t.transfer_id);
     Ok(ExitCode::SUCCESS)

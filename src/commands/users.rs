@@ -92,7 +92,7 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
             ledger::intake::FirstJob::QueuedByCaller,
         )
         .await?;
-        queue::store::enqueue_many(&mut *tx, &polls).await?;
+        queue::store::enqueue_many(&mut tx, &polls).await?;
         tx.commit().await?;
         println!(
             "tracking {} users ({added} new); their KYC polls are queued",

@@ -179,43 +179,74 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued, 
 /// Adds many jobs in one statement; a duplicate of a live job is skipped, or, when that job
 /// is running, asks for one rerun after it (as [`enqueue`] does). Returns how many rows were
 /// added.
-pub async fn enqueue_many(db: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<u64, Error> {
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
-    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.dedup_key.as_deref()).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-    let max: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let added: i64 = sqlx::query_scalar(
-        r#"
-        WITH added AS (
-            INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
-            SELECT k, p, d, COALESCE(r, now()), m
-              FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[]) AS u(k, p, d, r, m)
-            ON CONFLICT (kind, dedup_key)
-                WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
-                DO NOTHING
-            RETURNING 1
-        ), rerun AS (
-            UPDATE jobs j
-               SET rerun_payload = u.p,
-                   rerun_at = LEAST(COALESCE(j.rerun_at, 'infinity'), COALESCE(u.r, now()))
-              FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[]) AS u(k, p, d, r)
-             WHERE j.kind = u.k AND j.dedup_key = u.d AND j.state = 'running'
+pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<u64, Error> {
+    let mut added = 0;
+    let mut left: Vec<&NewJob> = jobs.iter().collect();
+    // A job whose live duplicate ended between this statement's insert and its rerun mark was
+    // neither added nor marked: it is sent again (then nothing conflicts, or a new live job
+    // does). Converges in a round or two; bounded all the same.
+    for _ in 0..5 {
+        if left.is_empty() {
+            return Ok(added);
+        }
+        let kinds: Vec<&str> = left.iter().map(|j| j.kind.as_str()).collect();
+        let payloads: Vec<&serde_json::Value> = left.iter().map(|j| &j.payload).collect();
+        let keys: Vec<Option<&str>> = left.iter().map(|j| j.dedup_key.as_deref()).collect();
+        let run_ats: Vec<Option<DateTime<Utc>>> = left.iter().map(|j| j.run_at).collect();
+        let max: Vec<i32> = left.iter().map(|j| j.max_attempts).collect();
+        let (inserted, unhandled): (i64, Vec<i64>) = sqlx::query_as(
+            r#"
+            WITH u AS (
+                SELECT * FROM UNNEST($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[])
+                       WITH ORDINALITY AS u(k, p, d, r, m, i)
+            ), added AS (
+                INSERT INTO jobs (kind, payload, dedup_key, run_at, max_attempts)
+                SELECT k, p, d, COALESCE(r, now()), m FROM u ORDER BY i
+                ON CONFLICT (kind, dedup_key)
+                    WHERE dedup_key IS NOT NULL AND state IN ('pending', 'failed', 'running')
+                    DO NOTHING
+                RETURNING kind, dedup_key
+            ), rerun AS (
+                UPDATE jobs j
+                   SET rerun_payload = u.p,
+                       rerun_at = LEAST(COALESCE(j.rerun_at, 'infinity'), COALESCE(u.r, now()))
+                  FROM u
+                 WHERE j.kind = u.k AND j.dedup_key = u.d AND j.state = 'running'
+                RETURNING u.i
+            ), waiting AS (
+                -- A pending or failed duplicate will do the work: nothing more to do.
+                SELECT u.i FROM u JOIN jobs j
+                  ON j.kind = u.k AND j.dedup_key = u.d AND j.state IN ('pending', 'failed')
+            )
+            SELECT (SELECT count(*) FROM added),
+                   ARRAY(SELECT u.i FROM u
+                          WHERE u.d IS NOT NULL
+                            AND NOT EXISTS (SELECT 1 FROM added a WHERE a.kind = u.k AND a.dedup_key = u.d)
+                            AND u.i NOT IN (SELECT i FROM rerun)
+                            AND u.i NOT IN (SELECT i FROM waiting))
+            "#,
         )
-        SELECT count(*) FROM added
-        "#,
-    )
-    .bind(&kinds)
-    .bind(&payloads)
-    .bind(&keys)
-    .bind(&run_ats)
-    .bind(&max)
-    .fetch_one(db)
-    .await?;
-    Ok(added as u64)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&keys)
+        .bind(&run_ats)
+        .bind(&max)
+        .fetch_one(&mut *conn)
+        .await?;
+        added += inserted as u64;
+        left = unhandled
+            .into_iter()
+            .filter_map(|i| left.get((i - 1) as usize).copied())
+            .collect();
+    }
+    if left.is_empty() {
+        Ok(added)
+    } else {
+        Err(Error::Contended(format!(
+            "{} jobs could not be enqueued: their live jobs kept changing",
+            left.len()
+        )))
+    }
 }
 
 /// A job claimed by a worker.
