@@ -103,7 +103,21 @@ pub async fn write_day(
     let run = ledger::reconciliation::last_run_on(pool, day)
         .await?
         .ok_or(ReportError::NoRun(day))?;
-    let report = build(pool, &run).await?;
+    // A past day's report is what that day's report said: rewritten from the stored one (the
+    // discrepancies have moved on since: acknowledged, resolved, found again). Today's is built
+    // afresh.
+    let stored = if day < Utc::now().date_naive() {
+        ledger::reconciliation::stored_report(pool, day)
+            .await?
+            .filter(|(stored_run, _)| *stored_run == run.id)
+            .and_then(|(_, value)| serde_json::from_value::<Report>(value).ok())
+    } else {
+        None
+    };
+    let report = match stored {
+        Some(report) => report,
+        None => build(pool, &run).await?,
+    };
     let trend: Vec<TrendPoint> = ledger::reconciliation::trend(pool, run.id, TREND_RUNS)
         .await?
         .iter()

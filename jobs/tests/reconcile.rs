@@ -498,3 +498,43 @@ async fn a_movement_between_the_sync_and_the_balance_read_is_not_a_mismatch(pool
             .is_empty()
     );
 }
+
+/// Issue 11: rewriting a past day's report showed today's figures (discrepancies acknowledged
+/// or resolved since). A past day's report is rewritten as that day's report said.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn rewriting_a_past_days_report_reproduces_that_day(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sandbox
+        .sandbox()
+        .add_drift("partner", "eur", dec("7.25"))
+        .unwrap();
+    let run = reconcile(&ctx, &partner_with_sync()).await.unwrap();
+    // That run happened yesterday.
+    sqlx::query(
+        "UPDATE reconciliation_runs SET started_at = started_at - interval '1 day',
+                finished_at = finished_at - interval '1 day' WHERE id = $1",
+    )
+    .bind(run.run_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let day = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let dir = std::env::temp_dir().join(format!("past-day-{}", run.run_id));
+    let (first, _) = jobs::report::write_day(&pool, &dir, day).await.unwrap();
+    let file = dir.join(day.to_string()).join("reconciliation.json");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(first.discrepancies.len(), 1);
+    assert_eq!(first.discrepancies[0].state, "open");
+
+    // Since then a person resolved it.
+    let id: i64 = first.discrepancies[0].id.parse().unwrap();
+    sqlx::query("UPDATE discrepancies SET state = 'resolved', resolved_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (again, _) = jobs::report::write_day(&pool, &dir, day).await.unwrap();
+    assert_eq!(again.discrepancies[0].state, "open", "as it was that day");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -397,6 +397,19 @@ pub async fn trend(db: impl PgExecutor<'_>, up_to: i64, limit: i64) -> Result<Ve
         .await?)
 }
 
+/// The report stored for `day`, with the run it describes.
+pub async fn stored_report(
+    db: impl PgExecutor<'_>,
+    day: chrono::NaiveDate,
+) -> Result<Option<(i64, serde_json::Value)>, Error> {
+    Ok(
+        sqlx::query_as("SELECT run, report FROM reports WHERE day = $1")
+            .bind(day)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
 /// Stores (or replaces) the report of a day.
 pub async fn store_report(
     db: impl PgExecutor<'_>,

@@ -21,7 +21,7 @@ fn decimal_opt<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Err
 }
 
 /// `reconciliation.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Report {
     /// The reconciliation run described.
     pub run_id: String,
@@ -53,7 +53,7 @@ pub struct Report {
 }
 
 /// `summary`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// (owner, currency) accounts compared.
     pub accounts_checked: u64,
@@ -84,7 +84,7 @@ pub struct CurrencyTotal {
 }
 
 /// One `discrepancies` entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ReportDiscrepancy {
     /// Stored id (as a string).
     pub id: String,
@@ -97,13 +97,22 @@ pub struct ReportDiscrepancy {
     /// `balance_mismatch`, `missing_locally`, … .
     pub class: String,
     /// P100's balance (account-level classes), else null.
-    #[serde(serialize_with = "decimal_opt")]
+    #[serde(
+        serialize_with = "decimal_opt",
+        deserialize_with = "rust_decimal::serde::str_option::deserialize"
+    )]
     pub provider_balance: Option<Decimal>,
     /// The ledger's settled balance (account-level classes), else null.
-    #[serde(serialize_with = "decimal_opt")]
+    #[serde(
+        serialize_with = "decimal_opt",
+        deserialize_with = "rust_decimal::serde::str_option::deserialize"
+    )]
     pub ledger_balance: Option<Decimal>,
     /// `provider_balance − ledger_balance`, or the amount at stake for transaction-level ones.
-    #[serde(serialize_with = "decimal_opt")]
+    #[serde(
+        serialize_with = "decimal_opt",
+        deserialize_with = "rust_decimal::serde::str_option::deserialize"
+    )]
     pub delta: Option<Decimal>,
     /// `open`, `acknowledged` or `resolved`.
     pub state: String,
@@ -155,7 +164,7 @@ pub struct UnmatchedTransaction {
 }
 
 /// `jobs`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct JobsSummary {
     /// Jobs waiting for a retry.
     pub failed: u64,
@@ -166,7 +175,7 @@ pub struct JobsSummary {
 }
 
 /// `p100`: the calls the run spent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct P100Usage {
     /// Requests made.
     pub calls: u64,
