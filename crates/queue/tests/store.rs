@@ -492,7 +492,7 @@ async fn an_enqueue_for_a_running_unit_is_followed_by_exactly_one_rerun(pool: Pg
     assert_eq!((folded.id, folded.created), (first.id, false));
     let mut swept = job("tx_sync", Some("user:u1"));
     swept.payload = json!({"v": 1, "unit": "user:u1", "asked": "by the sweep"});
-    assert_eq!(store::enqueue_many(&mut *conn, &[swept]).await.unwrap(), 0);
+    assert_eq!(store::enqueue_many(&mut conn, &[swept]).await.unwrap(), 0);
 
     store::complete(&pool, "w", &[(first.id, Completion::Done(json!(null)))])
         .await
