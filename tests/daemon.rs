@@ -1402,3 +1402,41 @@ async fn enqueue_wait_for_a_running_unit_waits_for_the_run_after_it(pool: PgPool
         "it reported the run after: {stdout}"
     );
 }
+
+/// Issue 11: workers claimed more than they could start (apalis fetches a new batch as soon as
+/// its buffer is empty); rows sat `running`, unavailable to other replicas and re-run after a
+/// crash. A worker claims only the slots it has free: with concurrency 2, never more than 2
+/// rows are running at once, and both slots are used.
+#[sqlx::test(migrations = false)]
+async fn a_worker_claims_only_what_it_can_start(pool: PgPool) {
+    migrate(&pool).await;
+    let p100 = sandbox().await;
+    let schedule = write_schedule("claim", "[kinds.noop]\nconcurrency = 2\nmax_attempts = 3\n");
+    let _daemon = Daemon::start(&url_of(&pool), &p100, &schedule, &[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(enqueue(&pool, noop(json!({ "sleep_ms": 700 }), 3)).await);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let mut most = 0;
+    loop {
+        let (running, done): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'done') FROM jobs",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        most = most.max(running);
+        assert!(
+            running <= 2,
+            "{running} rows running with a concurrency of 2"
+        );
+        if done == ids.len() as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the jobs never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 2, "both slots were used");
+}

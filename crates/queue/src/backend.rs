@@ -101,6 +101,25 @@ impl<Args> Clone for JobsPersistence<Args> {
 /// Longest a retry or deferral waits, whatever asked for it.
 pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Rows each worker (by name) holds: claimed and not yet acknowledged. apalis's `Persisted`
+/// fetches a new batch as soon as its buffer is empty, while tasks of the last one still run; a
+/// worker claims only the slots its concurrency has free, so no row sits `running` in a buffer,
+/// unavailable to other replicas. apalis wakes the worker when a task completes, and the
+/// acknowledgement frees the slot before the next fetch.
+fn held() -> &'static Mutex<HashMap<String, usize>> {
+    static HELD: std::sync::OnceLock<Mutex<HashMap<String, usize>>> = std::sync::OnceLock::new();
+    HELD.get_or_init(Mutex::default)
+}
+
+fn hold(worker: &str, change: isize) -> usize {
+    let Ok(mut held) = held().lock() else {
+        return 0;
+    };
+    let n = held.entry(worker.to_owned()).or_default();
+    *n = n.saturating_add_signed(change);
+    *n
+}
+
 /// Longest wait between two tries of a database call the worker cannot do without.
 const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -239,6 +258,9 @@ where
             match registered {
                 Ok(()) => {
                     self.db_ok();
+                    if let Ok(mut held) = held().lock() {
+                        held.insert(worker.name().to_owned(), 0);
+                    }
                     return Ok(());
                 }
                 Err(e) if !database_unavailable(&e) && other_errors + 1 >= OTHER_ERROR_TRIES => {
@@ -279,11 +301,15 @@ where
                 }
             }
         }
+        let room = self.cfg.batch.saturating_sub(hold(worker.name(), 0));
+        if room == 0 {
+            return Ok(Vec::new());
+        }
         let claimed = match store::claim(
             &self.pool,
             &self.cfg.kind,
             worker.name(),
-            self.cfg.batch as i64,
+            room as i64,
             self.cfg.lease,
         )
         .await
@@ -326,6 +352,7 @@ where
                 }
             }
         }
+        hold(worker.name(), tasks.len() as isize);
         Ok(tasks)
     }
 
@@ -343,6 +370,7 @@ where
                     .map(|id| id as i64)
             })
             .collect();
+        hold(worker.name(), -(ids.len() as isize));
         store::release(&self.pool, worker.name(), &ids).await
     }
 
@@ -359,6 +387,8 @@ where
             let Some(id) = result.task_id.as_int() else {
                 continue;
             };
+            // Its slot is free whatever the acknowledgement below does.
+            hold(worker.name(), -1);
             let outcome = match result.result {
                 Ok(outcome) => outcome,
                 // apalis's AbortError: permanent.
