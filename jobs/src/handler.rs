@@ -25,7 +25,9 @@ pub trait Job: Send + Sync + 'static {
     /// The unit a job works on (at most one live job per unit), if any.
     fn dedup_key(args: &Self::Args) -> Result<Option<String>, String>;
     /// The unit (user, transfer …) for log lines, if any.
-    fn unit(args: &Self::Args) -> Option<String>;
+    fn unit(_args: &Self::Args) -> Option<String> {
+        None
+    }
     /// Runs one attempt.
     fn run(
         ctx: &JobContext,
@@ -54,7 +56,9 @@ pub async fn handle<J: Job>(
     let started = Instant::now();
     // The run stops if the job's lease is taken from this process (it runs elsewhere now; its
     // result here would be fenced anyway).
-    let mut lease = id.as_int().map(|id| queue::lease::watch(id as i64));
+    let mut lease = id
+        .as_int()
+        .map(|id| queue::lease::watch(&ctx.pool, id as i64));
     let lost = async {
         match &mut lease {
             Some(lease) => lease.lost().await,

@@ -53,16 +53,20 @@ async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::V
     let mut jobs = Vec::new();
     // A row the job's own validation refuses (one stored before the tables' CHECKs held the
     // same rules) is named and skipped: one bad row must not stop every other row's intake.
-    let mut add = |kind: Kind, payload: serde_json::Value| -> Result<(), String> {
-        match crate::enqueue::new_job(kind, payload.clone(), &ctx.schedule, None) {
-            Ok(job) => jobs.push(job),
-            Err(e) => {
-                metrics::counter!("intake_rejected_total", "kind" => kind.name()).increment(1);
-                tracing::error!(job.kind = kind.name(), args = %payload, error = %e,
-                    "intake row refused: {e}; it gets no {kind} job until it is corrected");
-            }
+    let mut add = |kind: Kind, payload: serde_json::Value| match crate::enqueue::new_job(
+        kind,
+        payload.clone(),
+        &ctx.schedule,
+        None,
+    ) {
+        Ok(job) => jobs.push(job),
+        Err(e) => {
+            metrics::counter!("intake_rejected_total", "kind" => kind.name()).increment(1);
+            // The row is already marked taken (queued_at): say how to bring it back.
+            tracing::error!(job.kind = kind.name(), args = %payload, error = %e,
+                "intake row refused and left without a {kind} job: {e}; correct the row and \
+                 set its queued_at to NULL for the next sweep to take it");
         }
-        Ok(())
     };
     for user in &due.users {
         add(
@@ -71,21 +75,21 @@ async fn sweep(ctx: &JobContext, args: &IntakeSweepArgs) -> Result<serde_json::V
                 v: 0,
                 user: user.clone()
             }),
-        )?;
+        );
     }
     for id in &due.exchanges {
         let args = ExchangeFinalizeArgs {
             exchange: id.to_string(),
             ..ExchangeFinalizeArgs::default()
         };
-        add(Kind::ExchangeFinalize, serde_json::json!(args))?;
+        add(Kind::ExchangeFinalize, serde_json::json!(args));
     }
     for transfer in &due.transfers {
         let args = SepaStatusArgs {
             transfer: transfer.clone(),
             ..SepaStatusArgs::default()
         };
-        add(Kind::SepaStatus, serde_json::json!(args))?;
+        add(Kind::SepaStatus, serde_json::json!(args));
     }
     let added = queue::store::enqueue_many(&mut tx, &jobs)
         .await
@@ -122,10 +126,6 @@ impl crate::handler::Job for IntakeSweepJob {
     fn dedup_key(_args: &Self::Args) -> Result<Option<String>, String> {
         // One live sweep at a time.
         Ok(Some("sweep".to_owned()))
-    }
-
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
     }
 
     async fn run(

@@ -250,10 +250,6 @@ impl crate::handler::Job for ReportJob {
         Ok(Some(args.day()?.to_string()))
     }
 
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
-    }
-
     async fn run(
         ctx: &crate::context::JobContext,
         args: Self::Args,

@@ -104,10 +104,6 @@ impl crate::handler::Job for SyncSweepJob {
         Ok(Some("sweep".to_owned()))
     }
 
-    fn unit(_args: &Self::Args) -> Option<String> {
-        None
-    }
-
     async fn run(
         ctx: &crate::context::JobContext,
         args: Self::Args,

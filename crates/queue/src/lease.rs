@@ -3,8 +3,10 @@
 //! A job's lease can be taken from a worker that is still running it (another replica
 //! rescued it, or an operator moved it). The acknowledgement of the old run is fenced anyway;
 //! this stops the old run itself, so the job never runs twice at once. Handlers register the
-//! job they run ([`watch`]); one task per process checks, every heartbeat, that each watched
-//! job is still running under a worker of this process, and signals those that are not.
+//! job they run ([`watch`]); one task per database checks, every heartbeat, that each watched
+//! job of that database is still running under a worker of this process, and signals those
+//! that are not. Job ids are per database, so a process serving two databases never confuses
+//! them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -13,14 +15,28 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-fn watched() -> &'static Mutex<HashMap<i64, watch::Sender<bool>>> {
-    static WATCHED: OnceLock<Mutex<HashMap<i64, watch::Sender<bool>>>> = OnceLock::new();
+/// Which database a job id belongs to.
+type Key = (String, i64);
+
+fn watched() -> &'static Mutex<HashMap<Key, watch::Sender<bool>>> {
+    static WATCHED: OnceLock<Mutex<HashMap<Key, watch::Sender<bool>>>> = OnceLock::new();
     WATCHED.get_or_init(Mutex::default)
+}
+
+/// The database a pool connects to, as a key.
+fn database_of(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
 }
 
 /// A running job's lease, as its handler sees it. Dropping it stops the watching.
 pub struct LeaseWatch {
-    id: i64,
+    key: Key,
     lost: watch::Receiver<bool>,
 }
 
@@ -34,25 +50,33 @@ impl LeaseWatch {
 impl Drop for LeaseWatch {
     fn drop(&mut self) {
         if let Ok(mut w) = watched().lock() {
-            w.remove(&self.id);
+            w.remove(&self.key);
         }
     }
 }
 
-/// Starts watching the lease of job `id` for its handler.
-pub fn watch(id: i64) -> LeaseWatch {
+/// Starts watching the lease of job `id` of `pool`'s database for its handler.
+pub fn watch(pool: &PgPool, id: i64) -> LeaseWatch {
     let (tx, rx) = watch::channel(false);
+    let key = (database_of(pool), id);
     if let Ok(mut w) = watched().lock() {
-        w.insert(id, tx);
+        w.insert(key.clone(), tx);
     }
-    LeaseWatch { id, lost: rx }
+    LeaseWatch { key, lost: rx }
 }
 
-/// Starts the process's checker once: every `every`, the watched jobs that are no longer
-/// running under a worker of `process` (worker names carry `@<process>-w`) are signalled lost.
+/// Starts the checker of `pool`'s database once: every `every`, its watched jobs that are no
+/// longer running under a worker of `process` (worker names carry `@<process>-w`) are
+/// signalled lost.
 pub(crate) fn ensure_checker(pool: &PgPool, process: &str, every: Duration) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    if STARTED.set(()).is_err() {
+    static STARTED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let database = database_of(pool);
+    let first = STARTED
+        .get_or_init(Mutex::default)
+        .lock()
+        .map(|mut started| started.insert(database.clone()))
+        .unwrap_or(false);
+    if !first {
         return;
     }
     let (pool, process) = (pool.clone(), process.to_owned());
@@ -61,7 +85,12 @@ pub(crate) fn ensure_checker(pool: &PgPool, process: &str, every: Duration) {
             tokio::time::sleep(every).await;
             let ids: Vec<i64> = watched()
                 .lock()
-                .map(|w| w.keys().copied().collect())
+                .map(|w| {
+                    w.keys()
+                        .filter(|(db, _)| *db == database)
+                        .map(|(_, id)| *id)
+                        .collect()
+                })
                 .unwrap_or_default();
             if ids.is_empty() {
                 continue;
@@ -81,7 +110,7 @@ pub(crate) fn ensure_checker(pool: &PgPool, process: &str, every: Duration) {
             let Ok(lost) = lost else { continue };
             if let Ok(w) = watched().lock() {
                 for id in lost {
-                    if let Some(tx) = w.get(&id) {
+                    if let Some(tx) = w.get(&(database.clone(), id)) {
                         let _ = tx.send(true);
                     }
                 }
