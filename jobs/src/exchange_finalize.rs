@@ -17,13 +17,14 @@ use futures::StreamExt;
 use ledger::Owner;
 use ledger::exchanges::Exchange;
 use ledger::provider::ObservedTx;
-use p100::enums::ExchangeStatus;
+use p100::enums::{ExchangeStatus, TransactionType};
 use p100::model::CreateExchange;
 use p100::{Currency, ErrorClass, HistoryQuery, Scope};
 use queue::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{JobContext, P100Health};
+use crate::movement_time;
 
 /// Default margin before lock expiry inside which we do not submit.
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(10);
@@ -207,21 +208,55 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
             };
             match details.status {
                 ExchangeStatus::Completed => {
-                    let at = details.created_at.unwrap_or_else(Utc::now);
                     let owner = owner_of(&ex);
-                    let leg = |currency: &str, amount, fee| ObservedTx {
-                        provider_tx_id: format!("{exchange_id}:{currency}"),
-                        kind: "EXCHANGE".into(),
-                        status: "COMPLETED".into(),
-                        currency: currency.to_owned(),
-                        amount,
-                        fee,
-                        reference: Some(ex.lock_id.clone()),
-                        exchange_id: Some(exchange_id.clone()),
-                        created_at: at,
-                        updated_at: at,
-                        payload: serde_json::Value::Null,
-                        payload_hash: String::new(),
+                    // P100's time of each leg from its history rows (A37); the exchange's
+                    // `createdAt` (or now) when history does not show the leg.
+                    let observed = details.created_at.unwrap_or_else(Utc::now);
+                    let since = ex.submitted_at.unwrap_or(ex.created_at);
+                    let rows = match movement_time::completed_rows(
+                        client,
+                        &crate::balances::scope_of(&owner),
+                        TransactionType::Exchange,
+                        &ex.lock_id,
+                        since,
+                    )
+                    .await
+                    {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            tracing::warn!(
+                                exchange = ex.id,
+                                error = %e,
+                                "P100's history could not be read for the legs' time; the exchange's createdAt is used"
+                            );
+                            Vec::new()
+                        }
+                    };
+                    let mut sources = Vec::new();
+                    let mut leg = |currency: &str, amount: rust_decimal::Decimal, fee| {
+                        let (at, source) = movement_time::effective_at(
+                            &rows,
+                            |r| {
+                                r.currency.as_str() == currency
+                                    && r.amount.is_sign_negative() == amount.is_sign_negative()
+                            },
+                            observed,
+                        );
+                        sources.push(source.as_str());
+                        ObservedTx {
+                            provider_tx_id: format!("{exchange_id}:{currency}"),
+                            kind: "EXCHANGE".into(),
+                            status: "COMPLETED".into(),
+                            currency: currency.to_owned(),
+                            amount,
+                            fee,
+                            reference: Some(ex.lock_id.clone()),
+                            exchange_id: Some(exchange_id.clone()),
+                            created_at: at,
+                            updated_at: at,
+                            payload: serde_json::Value::Null,
+                            payload_hash: String::new(),
+                        }
                     };
                     let legs = [
                         leg(
@@ -273,9 +308,12 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
                     ledger::postings::post(&mut tx, &postings).await?;
                     ledger::exchanges::transition(&mut tx, ex.id, "COMPLETED", None, None).await?;
                     tx.commit().await?;
-                    Ok(Outcome::Done(
-                        serde_json::json!({ "exchange": ex.id, "state": "COMPLETED", "exchange_id": exchange_id }),
-                    ))
+                    Ok(Outcome::Done(serde_json::json!({
+                        "exchange": ex.id,
+                        "state": "COMPLETED",
+                        "exchange_id": exchange_id,
+                        "effective_at_source": sources,
+                    })))
                 }
                 ExchangeStatus::Failed => {
                     set(

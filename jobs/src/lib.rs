@@ -29,6 +29,7 @@ pub mod intake_sweep;
 pub mod kinds;
 pub mod kyc_poll;
 pub mod mapping;
+pub mod movement_time;
 pub mod noop;
 pub mod p100_outcome;
 pub mod reconcile;

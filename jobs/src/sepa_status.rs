@@ -12,17 +12,18 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ledger::discrepancies::Finding;
 use ledger::provider::ObservedTx;
 use ledger::sepa::{Observation, SepaTransfer};
 use p100::ErrorClass;
-use p100::enums::SepaStatus;
+use p100::enums::{SepaStatus, TransactionType};
 use queue::Outcome;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{JobContext, P100Health};
+use crate::movement_time;
 
 /// First re-read delay while the transfer is in progress.
 pub const FIRST_DELAY: Duration = Duration::from_secs(30);
@@ -98,6 +99,13 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
         });
     }
     let answer = client.sepa_transfer(&found.transfer_id).await;
+    // P100's time of the settlement, read before any lock is taken (it is an HTTP call).
+    let settled = match &answer {
+        Ok(details) if details.status == SepaStatus::Successful => {
+            Some(settlement_time(client, &found, details.created_at).await)
+        }
+        _ => None,
+    };
     // The row lock serialises two runs of the same transfer; the second sees the first's work.
     let mut tx = ctx.pool.begin().await?;
     // The owner's write lock before the transfer's row lock: the one order every writer uses.
@@ -194,6 +202,7 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
     match details.status {
         SepaStatus::Successful => {
             let owner = t.owner()?;
+            let (settled_at, source) = settled.unwrap_or((now, movement_time::Source::Observed));
             let movement = ObservedTx {
                 provider_tx_id: t.transfer_id.clone(),
                 kind: "SEPA_TRANSFER".into(),
@@ -203,8 +212,8 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 fee: details.fee.unwrap_or_default(),
                 reference: Some(t.transfer_id.clone()),
                 exchange_id: None,
-                created_at: details.created_at.unwrap_or(now),
-                updated_at: now,
+                created_at: details.created_at.unwrap_or(settled_at),
+                updated_at: settled_at,
                 payload: serde_json::Value::Null,
                 payload_hash: String::new(),
             };
@@ -234,7 +243,12 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
             ledger::sepa::end_hold(&mut tx, &t, "settled", now).await?;
             ledger::sepa::record(&mut tx, &t, &seen).await?;
             tx.commit().await?;
-            Ok(done(&t, "SUCCESSFUL"))
+            Ok(Outcome::Done(serde_json::json!({
+                "transfer_id": t.transfer_id,
+                "status": "SUCCESSFUL",
+                "effective_at": settled_at,
+                "effective_at_source": source.as_str(),
+            })))
         }
         SepaStatus::Failed => {
             seen.note = Some(match &details.error {
@@ -254,6 +268,45 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 result: serde_json::json!({ "p100_status": details.status.as_str() }),
                 after: in_progress_delay(t.polls as u32 + 1),
             })
+        }
+    }
+}
+
+/// When P100's balance took the transfer: its history row's `updatedAt`, else now (A37).
+async fn settlement_time(
+    client: &p100::Client,
+    t: &SepaTransfer,
+    p100_created_at: Option<DateTime<Utc>>,
+) -> (DateTime<Utc>, movement_time::Source) {
+    let observed = Utc::now();
+    let Ok(owner) = t.owner() else {
+        return (observed, movement_time::Source::Observed);
+    };
+    // It completed after P100 created it and after the last read that found it in progress:
+    // the later of the two bounds keeps the window narrow.
+    let since = [p100_created_at, t.checked_at]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(t.created_at);
+    let rows = movement_time::completed_rows(
+        client,
+        &crate::balances::scope_of(&owner),
+        TransactionType::SepaTransfer,
+        &t.transfer_id,
+        since,
+    )
+    .await;
+    match rows {
+        // The debit row; a return of the same transfer would be a credit.
+        Ok(rows) => movement_time::effective_at(&rows, |r| r.amount.is_sign_negative(), observed),
+        Err(e) => {
+            tracing::warn!(
+                transfer = %t.transfer_id,
+                error = %e,
+                "P100's history could not be read for the settlement time; the time it was seen settled is used"
+            );
+            (observed, movement_time::Source::Observed)
         }
     }
 }

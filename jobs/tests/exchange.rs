@@ -214,3 +214,82 @@ async fn an_expiring_lock_is_not_submitted_and_user_locks_go_to_review(pool: PgP
         "nothing was sent"
     );
 }
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn the_legs_are_dated_by_p100s_history_rows_not_by_the_exchanges_creation(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    // P100 executes the exchange 30 s after it is created; we look again an hour later.
+    sandbox.sandbox().configure_exchange(|c| {
+        c.after_polls = None;
+        c.after_seconds = Some(30.0);
+    });
+    let (id, lock) = submit(&pool, &sandbox, &Owner::Partner).await;
+    let args = || ExchangeFinalizeArgs {
+        v: 0,
+        exchange: id.to_string(),
+        safety_margin_seconds: None,
+    };
+    for _ in 0..3 {
+        let outcome = exchange_finalize::run(&ctx, args()).await;
+        assert!(matches!(outcome, Outcome::Snooze { .. }), "{outcome:?}");
+    }
+    assert_eq!(states(&pool, id).await, vec!["SUBMITTING", "SUBMITTED"]);
+    sandbox
+        .sandbox()
+        .advance_clock(std::time::Duration::from_secs(3600));
+
+    let outcome = exchange_finalize::run(&ctx, args()).await;
+
+    let Outcome::Done(result) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        result["effective_at_source"],
+        serde_json::json!(["p100_history", "p100_history"]),
+        "{result}"
+    );
+    let page = ctx
+        .p100
+        .as_ref()
+        .unwrap()
+        .transactions_page(&p100::Scope::Partner, &p100::HistoryQuery::default(), 1)
+        .await
+        .unwrap();
+    let legs: Vec<_> = page
+        .transactions
+        .iter()
+        .filter(|t| t.reference.as_deref() == Some(lock.as_str()))
+        .collect();
+    assert_eq!(legs.len(), 2);
+    let posted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT p.idempotency_key, p.effective_at FROM ledger_postings p
+         WHERE p.idempotency_key LIKE 'exchange:%' ORDER BY p.idempotency_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    for (key, at) in &posted {
+        assert_eq!(*at, legs[0].updated_at, "{key}");
+    }
+    let details = ctx
+        .p100
+        .as_ref()
+        .unwrap()
+        .exchange_details(
+            &ledger::exchanges::find(&pool, &id.to_string())
+                .await
+                .unwrap()
+                .unwrap()
+                .exchange_id
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let created = details.created_at.unwrap();
+    assert!(
+        (legs[0].updated_at - created).num_seconds() >= 29,
+        "executed {} vs created {created}",
+        legs[0].updated_at
+    );
+}

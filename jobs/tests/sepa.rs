@@ -559,3 +559,102 @@ async fn a_settled_amount_that_differs_is_flagged(pool: PgPool) {
     sync_partner(&ctx).await;
     assert_eq!(account(&pool, AccountKind::Partner).await, dec("974.00"));
 }
+
+/// The `updatedAt` of the sandbox's history row of a transfer.
+async fn history_time(ctx: &JobContext, transfer: &str) -> chrono::DateTime<chrono::Utc> {
+    let page = ctx
+        .p100
+        .as_ref()
+        .unwrap()
+        .transactions_page(&p100::Scope::Partner, &p100::HistoryQuery::default(), 1)
+        .await
+        .unwrap();
+    page.transactions
+        .iter()
+        .find(|t| t.reference.as_deref() == Some(transfer))
+        .map(|t| t.updated_at)
+        .expect("the transfer's history row")
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_settlement_is_dated_by_p100s_history_row_not_by_when_it_was_seen(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sync_partner(&ctx).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("100.00"),
+            after_seconds: Some(30.0),
+            ..SepaSpec::default()
+        },
+        "100.00",
+    )
+    .await;
+    assert_eq!(run_once(&ctx, &id, None).await.label(), "snooze");
+    // P100 settles the transfer 30 s after creating it; we only look an hour later.
+    sandbox
+        .sandbox()
+        .advance_clock(std::time::Duration::from_secs(3600));
+
+    let outcome = run_once(&ctx, &id, None).await;
+
+    let Outcome::Done(result) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(result["effective_at_source"], "p100_history", "{result}");
+    let settled_at = history_time(&ctx, &id).await;
+    let posted_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT effective_at FROM ledger_postings WHERE idempotency_key LIKE 'sepa:%' AND provider_tx_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(posted_at, settled_at);
+    let seen_at = ledger::sepa::find(&pool, &id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checked_at
+        .unwrap();
+    assert!(
+        (settled_at - seen_at).num_seconds().abs() >= 25,
+        "P100's time {settled_at} must not be the time we saw it, {seen_at}"
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_settlement_history_does_not_show_is_dated_when_seen(pool: PgPool) {
+    let (sandbox, ctx) = setup(&pool).await;
+    sync_partner(&ctx).await;
+    let id = create_and_track(
+        &pool,
+        &sandbox,
+        SepaSpec {
+            amount: dec("100.00"),
+            hidden: true,
+            ..SepaSpec::default()
+        },
+        "100.00",
+    )
+    .await;
+    let before = chrono::Utc::now();
+
+    let labels = drive(&ctx, &id, None).await;
+
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("done"),
+        "{labels:?}"
+    );
+    let posted_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT effective_at FROM ledger_postings WHERE idempotency_key LIKE 'sepa:%' AND provider_tx_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(posted_at >= before && posted_at <= chrono::Utc::now());
+    assert_eq!(account(&pool, AccountKind::Partner).await, dec("899.00"));
+}

@@ -1012,17 +1012,16 @@ impl State {
         if ex.info.status != "PROCESSING" {
             return true;
         }
-        if due(
+        // It executes when due, not when someone next asks.
+        let Some(at) = due(
             ex.after_polls,
             ex.after_seconds,
             ex.reads,
             ex.created_ms,
             now,
-        )
-        .is_none()
-        {
+        ) else {
             return false;
-        }
+        };
         ex.info.status = ex.outcome.clone();
         let ex = ex.clone();
         if ex.info.status == "COMPLETED" {
@@ -1035,12 +1034,12 @@ impl State {
                 amount,
                 fee,
                 created_ms: ex.created_ms,
-                updated_ms: now,
+                updated_ms: at,
                 reference: Some(i.lock_id.clone()),
                 exchange_id: Some(i.exchange_id.clone()),
                 hidden: false,
                 steps: VecDeque::new(),
-                changed_ms: now,
+                changed_ms: at,
                 reads_at_change: 0,
             };
             let from_leg = leg("from", &i.currency_from, -i.amount_from, i.fee);
@@ -1200,9 +1199,10 @@ impl State {
         if t.is_final() {
             return true;
         }
-        if due(t.after_polls, t.after_seconds, t.reads, t.created_ms, now).is_none() {
+        // P100 settles when the transfer is due, not when someone next asks.
+        let Some(at) = due(t.after_polls, t.after_seconds, t.reads, t.created_ms, now) else {
             return false;
-        }
+        };
         t.status = t.final_status.clone();
         let row_status = match t.status.as_str() {
             "SUCCESSFUL" => Some("COMPLETED"),
@@ -1214,7 +1214,7 @@ impl State {
             && let Some(o) = self.owner_mut(&owner_id)
             && let Some(&i) = o.index.get(&row_id)
         {
-            o.set_status(i, status, now);
+            o.set_status(i, status, at);
         }
         true
     }

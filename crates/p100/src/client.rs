@@ -207,10 +207,7 @@ impl Client {
                     return Ok(None);
                 };
                 let page = client.transactions_page(&scope, &query, page_no).await?;
-                // P100 may serve fewer rows per page than asked: judge by the size it reports.
-                let served = page.size.clamp(1, query.size);
-                let seen = u64::from(page_no) * u64::from(served);
-                let last = page.rows() == 0 || page.rows() < served as usize || seen >= page.total;
+                let last = page.is_last(page_no, query.size);
                 Ok(Some((page, if last { None } else { Some(page_no + 1) })))
             }
         })

@@ -103,6 +103,14 @@ impl TransactionPage {
     pub fn rows(&self) -> usize {
         self.transactions.len() + self.undecodable.len()
     }
+
+    /// Whether page `page_no` of a query asking `asked_size` rows per page ends the history.
+    /// P100 may serve fewer rows per page than asked: judged by the size it reports.
+    pub fn is_last(&self, page_no: u32, asked_size: u32) -> bool {
+        let served = self.size.clamp(1, asked_size.max(1));
+        let seen = u64::from(page_no) * u64::from(served);
+        self.rows() == 0 || self.rows() < served as usize || seen >= self.total
+    }
 }
 
 /// A history row that is not a valid transaction.

@@ -610,3 +610,86 @@ async fn a_job_rescued_to_dead_is_still_followed_by_the_rerun_asked_of_it(pool: 
     assert_eq!(follow.len(), 1);
     assert_eq!(follow[0].0["asked"], "again");
 }
+
+/// A dead job with a unit, as an operator finds it.
+async fn dead_job(pool: &PgPool, kind: &str, unit: &str) -> i64 {
+    let mut conn = pool.acquire().await.unwrap();
+    let id = store::enqueue(&mut conn, &job(kind, Some(unit)))
+        .await
+        .unwrap()
+        .id;
+    store::claim(pool, kind, "w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    store::complete(pool, "w", &[(id, Completion::Dead("nope".into()))])
+        .await
+        .unwrap();
+    id
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn operators_retrying_the_same_job_at_once_are_told_the_truth(pool: PgPool) {
+    let id = dead_job(&pool, "k", "unit").await;
+
+    let answers = futures::future::join_all((0..8).map(|_| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            store::retry(&mut conn, id, 3).await.unwrap()
+        }
+    }))
+    .await;
+
+    let retried = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(
+        retried, 1,
+        "one retry happened, one is reported: {answers:?}"
+    );
+    for a in answers.iter().filter(|a| a.is_err()) {
+        assert_eq!(*a, Err(Refusal::WrongState(JobState::Pending)));
+    }
+    let row = state(&pool, id).await;
+    assert_eq!((row.state, row.max_attempts), (JobState::Pending, 4));
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_retry_racing_a_new_job_of_its_unit_leaves_one_live_job_and_says_which(pool: PgPool) {
+    for round in 0..10 {
+        // A kind per round: each round's claim must take its own job.
+        let (kind, unit) = (format!("k{round}"), format!("unit-{round}"));
+        let id = dead_job(&pool, &kind, &unit).await;
+        let (retry, enqueued) = tokio::join!(
+            async {
+                let mut conn = pool.acquire().await.unwrap();
+                store::retry(&mut conn, id, 1).await.unwrap()
+            },
+            async {
+                let mut conn = pool.acquire().await.unwrap();
+                store::enqueue(&mut conn, &job(&kind, Some(&unit)))
+                    .await
+                    .unwrap()
+            }
+        );
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE dedup_key = $1 AND state IN ('pending', 'failed', 'running')",
+        )
+        .bind(&unit)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(live.len(), 1, "round {round}: {live:?}");
+        match retry {
+            // The retried job is the live one and the enqueue was folded into it.
+            Ok(()) => assert_eq!((live[0], enqueued.id, enqueued.created), (id, id, false)),
+            // The new job won: the retry names it and changed nothing.
+            Err(Refusal::Duplicate(other)) => {
+                assert_eq!(
+                    (live[0], other, enqueued.id),
+                    (enqueued.id, enqueued.id, other)
+                );
+                assert_eq!(state(&pool, id).await.state, JobState::Dead);
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
