@@ -499,8 +499,7 @@ pub struct BenchCycleArgs {
     /// The sandbox's rate limit, requests per second (the deployment's P100_MAX_RPS).
     #[arg(long, default_value_t = 200)]
     pub rps: u32,
-    /// Daemon processes on the one database; each gets rps / replicas until the budget is
-    /// shared deployment-wide.
+    /// Daemon processes on the one database, sharing the rps budget (P100_BUDGET=deployment).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
     /// Generator seed.

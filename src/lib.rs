@@ -4,6 +4,7 @@
 //! and the wiring that hands a P100 client and a pool to the jobs. Business rules live in the
 //! `jobs`, `ledger` and `p100` crates (see ARCHITECTURE.md).
 
+pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod db;

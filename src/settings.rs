@@ -59,10 +59,13 @@ pub struct RawSettings {
     /// `P100_PLAIN_HTTP_HOSTS`: hosts besides loopback that P100 may be reached at over plain
     /// http (comma-separated; a sandbox on a private container network).
     pub p100_plain_http_hosts: Option<String>,
+    /// `P100_BUDGET`: `deployment` (every process on the database shares `P100_MAX_RPS`) or
+    /// `process` (each process may send `P100_MAX_RPS` on its own).
+    pub p100_budget: Option<String>,
 }
 
 /// Environment variable for each setting, in [`RawSettings`] field order.
-pub const ENV_NAMES: [&str; 12] = [
+pub const ENV_NAMES: [&str; 13] = [
     "DATABASE_URL",
     "P100_BASE_URL",
     "P100_API_KEY",
@@ -75,10 +78,11 @@ pub const ENV_NAMES: [&str; 12] = [
     "HTTP_ADDR",
     "LOG_FORMAT",
     "P100_PLAIN_HTTP_HOSTS",
+    "P100_BUDGET",
 ];
 
 impl RawSettings {
-    fn fields_mut(&mut self) -> [&mut Option<String>; 12] {
+    fn fields_mut(&mut self) -> [&mut Option<String>; 13] {
         [
             &mut self.database_url,
             &mut self.p100_base_url,
@@ -92,6 +96,7 @@ impl RawSettings {
             &mut self.http_addr,
             &mut self.log_format,
             &mut self.p100_plain_http_hosts,
+            &mut self.p100_budget,
         ]
     }
 
@@ -168,8 +173,10 @@ pub struct Settings {
     pub p100_api_key: Option<p100::ApiKey>,
     /// Token P100 sends with webhooks.
     pub p100_webhook_token: Option<secrecy::SecretString>,
-    /// Client-side request limit per process.
+    /// The P100 request budget (per deployment or per process, see `p100_budget`).
     pub p100_max_rps: NonZeroU32,
+    /// How the budget is shared.
+    pub p100_budget: crate::budget::Mode,
     /// Connect timeout towards P100.
     pub p100_connect_timeout: Duration,
     /// Whole-request timeout towards P100.
@@ -198,6 +205,7 @@ impl std::fmt::Debug for Settings {
                 &self.p100_webhook_token.as_ref().map(|_| "[redacted]"),
             )
             .field("p100_max_rps", &self.p100_max_rps)
+            .field("p100_budget", &self.p100_budget)
             .field("report_dir", &self.report_dir)
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
@@ -327,6 +335,15 @@ impl Settings {
         let p100_max_rps = parse_positive(&merged.p100_max_rps, 10, || {
             from("P100_MAX_RPS", |r| &r.p100_max_rps)
         })?;
+        let p100_budget = match &merged.p100_budget {
+            None => crate::budget::Mode::Deployment,
+            Some(text) => crate::budget::Mode::parse(text).ok_or_else(|| {
+                SettingsError(format!(
+                    "invalid P100_BUDGET {text:?} (from {}): expected deployment or process",
+                    from("P100_BUDGET", |r| &r.p100_budget)
+                ))
+            })?,
+        };
         let connect_ms = parse_positive(&merged.p100_connect_timeout_ms, 5_000, || {
             from("P100_CONNECT_TIMEOUT_MS", |r| &r.p100_connect_timeout_ms)
         })?;
@@ -367,6 +384,7 @@ impl Settings {
             p100_api_key,
             p100_webhook_token: merged.p100_webhook_token.map(secrecy::SecretString::from),
             p100_max_rps: NonZeroU32::new(p100_max_rps as u32).expect("parse_positive rejects 0"),
+            p100_budget,
             p100_connect_timeout: Duration::from_millis(connect_ms),
             p100_timeout: Duration::from_millis(timeout_ms),
             report_dir: PathBuf::from(merged.report_dir.unwrap_or_else(|| "reports".to_owned())),

@@ -1440,3 +1440,84 @@ async fn a_worker_claims_only_what_it_can_start(pool: PgPool) {
     }
     assert_eq!(most, 2, "both slots were used");
 }
+
+/// This daemon's P100 budget share, from its `/metrics`.
+async fn budget_share(daemon: &Daemon) -> Option<u32> {
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", daemon.port))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("p100_budget_share_rps"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u32)
+}
+
+/// Issue 13: three daemons on one database share P100_MAX_RPS (the sandbox enforces it with
+/// 429s): their shares sum to the budget, one `kill -9`'d mid-cycle leaves its share to the
+/// other two within 15 s, the cycle ends as an undisturbed one, and P100 never said 429.
+#[sqlx::test(migrations = false)]
+async fn three_daemons_share_one_budget_and_survivors_take_a_killed_ones_share(pool: PgPool) {
+    const BUDGET: u32 = 10;
+    let undisturbed = undisturbed_cycle().await;
+    let (p100, finalize) = start_cycle(&pool).await;
+    p100.sandbox().set_rate_limit(Some(BUDGET));
+    let schedule = write_schedule("budget-three", CYCLE_SCHEDULE);
+    let db = url_of(&pool);
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(Daemon::start(&db, &p100, &schedule, &CYCLE_FLAGS).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut shares = Vec::new();
+        for d in &daemons {
+            shares.push(budget_share(d).await.unwrap_or(0));
+        }
+        if shares.iter().sum::<u32>() == BUDGET && shares.iter().all(|s| *s > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three replicas' shares: {shares:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(&pool, finalize, Duration::from_secs(60), "done", |j| {
+        j.state == JobState::Done
+    })
+    .await;
+    let reconcile_id = enqueue_chain(&pool).await;
+
+    let killed = daemons.remove(0);
+    killed.signal("KILL");
+    let _ = killed.wait(Duration::from_secs(10)).await;
+    let killed_at = Instant::now();
+    loop {
+        let mut shares = Vec::new();
+        for d in &daemons {
+            shares.push(budget_share(d).await.unwrap_or(0));
+        }
+        // The killed one's reserve is kept for a minute in case it is only cut off.
+        let reserve = queue::budget::reserve(BUDGET, 3);
+        if shares.iter().sum::<u32>() == BUDGET - reserve {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "the survivors' shares: {shares:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let result = finish_cycle(&pool, &p100, reconcile_id).await;
+    assert_eq!(result, undisturbed);
+    assert_eq!(
+        p100.sandbox().request_stats().responses.get("429"),
+        None,
+        "P100 rate-limited the deployment"
+    );
+}

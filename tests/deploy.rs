@@ -39,8 +39,19 @@ fn compose_publishes_only_on_loopback_and_passes_secrets_as_files() {
         .nth(1)
         .unwrap();
     assert!(!postgres.contains("ports:"), "Postgres is published");
-    let daemon = compose.split("\n  daemon:").nth(1).unwrap();
+    let daemon = compose
+        .split("\nx-daemon: &daemon")
+        .nth(1)
+        .unwrap()
+        .split("\nservices:")
+        .next()
+        .unwrap();
     assert!(daemon.contains("daemon --schedule /etc/p100-recon/schedule.toml"));
+    // Three replicas of that one definition.
+    for replica in ["\n  daemon:", "\n  daemon-2:", "\n  daemon-3:"] {
+        let service = compose.split(replica).nth(1).unwrap();
+        assert!(service.trim_start().starts_with("<<: *daemon"), "{replica}");
+    }
 }
 
 #[test]

@@ -451,6 +451,7 @@ impl crate::handler::Job for ExchangeFinalizeJob {
         args: Self::Args,
         _attempt: u32,
     ) -> queue::Outcome {
-        run(ctx, args).await
+        // The lock expires in seconds: every request of the run goes first.
+        p100::Lane::Deadline.scope(run(ctx, args)).await
     }
 }

@@ -191,7 +191,8 @@ impl crate::handler::Job for KycPollJob {
         args: Self::Args,
         _attempt: u32,
     ) -> queue::Outcome {
-        run(ctx, args).await
+        // A user waits on it: ahead of bulk work.
+        p100::Lane::Interactive.scope(run(ctx, args)).await
     }
 }
 

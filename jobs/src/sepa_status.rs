@@ -391,7 +391,8 @@ impl crate::handler::Job for SepaStatusJob {
         args: Self::Args,
         _attempt: u32,
     ) -> queue::Outcome {
-        run(ctx, args).await
+        // Ahead of bulk work, the settlement-time history read included.
+        p100::Lane::Interactive.scope(run(ctx, args)).await
     }
 }
 

@@ -30,10 +30,9 @@ pub async fn run(settings: &Settings, args: BenchCycleArgs) -> anyhow::Result<Ex
         return Err(UsageError("--users, --rps and --replicas must be at least 1".into()).into());
     }
     if args.rps < args.replicas as u32 {
-        return Err(UsageError(
-            "--rps must be at least --replicas (each gets rps / replicas)".into(),
-        )
-        .into());
+        return Err(
+            UsageError("--rps must be at least --replicas (the replicas share it)".into()).into(),
+        );
     }
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let line =
@@ -238,12 +237,19 @@ concurrency = 1
 timeout = "10m"
 max_attempts = 3
 concurrency = 1
+
+[kinds.exchange_finalize]
+timeout = "2m"
+max_attempts = 20
+concurrency = 4
 "#;
+/// Exchange finalizations submitted while history sync saturates the budget, one a second.
+const FINALIZE_PROBES: usize = 20;
 
 async fn start_daemon(
     url: &str,
     sandbox: &str,
-    per_replica_rps: u32,
+    budget_rps: u32,
     dir: &Path,
 ) -> anyhow::Result<(Daemon, u16)> {
     let port = free_port()?;
@@ -251,7 +257,7 @@ async fn start_daemon(
         .args([
             "daemon",
             "--kinds",
-            "tx_sync,reconcile,report",
+            "tx_sync,reconcile,report,exchange_finalize",
             "--schedule",
         ])
         .arg(dir.join("schedule.toml"))
@@ -259,7 +265,9 @@ async fn start_daemon(
         .env("P100_BASE_URL", sandbox)
         .env("P100_API_KEY", p100_sandbox::DEFAULT_API_KEY)
         .env_remove("P100_API_KEY_FILE")
-        .env("P100_MAX_RPS", per_replica_rps.to_string())
+        // The deployment's budget: the replicas share it (P100_BUDGET defaults to deployment).
+        .env("P100_MAX_RPS", budget_rps.to_string())
+        .env_remove("P100_BUDGET")
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("REPORT_DIR", dir.join("reports"))
         .env(
@@ -319,6 +327,55 @@ async fn drain(pool: &ledger::PgPool, kind: Kind, daemons: &mut [Daemon]) -> any
     }
 }
 
+/// Submits exchange finalizations one a second until told to stop (the sync phase ended) or
+/// [`FINALIZE_PROBES`] are out. Returns each lock and when its job was committed (Unix ms).
+async fn finalize_probes(
+    pool: ledger::PgPool,
+    sandbox: p100_sandbox::Sandbox,
+    schedule: jobs::schedule::ScheduleFile,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut sent = Vec::new();
+    // The sync saturates the budget first.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        _ = stop.changed() => return Ok(sent),
+    }
+    while sent.len() < FINALIZE_PROBES && !*stop.borrow() {
+        let (lock, _rate, expires) = sandbox.create_lock("eur", "btc", Decimal::ONE);
+        let expires_at = expires
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the sandbox's lock expiry {expires:?}: {e}"))?;
+        let mut tx = pool.begin().await?;
+        let new = ledger::exchanges::NewExchange {
+            owner: &Owner::Partner,
+            lock_id: &lock,
+            from: "eur",
+            to: "btc",
+            amount: Decimal::ONE,
+            expires_at,
+        };
+        let id =
+            ledger::exchanges::submit(&mut *tx, &new, ledger::intake::FirstJob::QueuedByCaller)
+                .await?;
+        let job = jobs::enqueue::new_job(
+            Kind::ExchangeFinalize,
+            serde_json::json!({ "exchange": id.to_string() }),
+            &schedule,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        queue::store::enqueue_many(&mut tx, &[job]).await?;
+        tx.commit().await?;
+        sent.push((lock, chrono::Utc::now().timestamp_millis()));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    Ok(sent)
+}
+
 async fn deadlocks(pool: &ledger::PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
@@ -351,15 +408,18 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
 
     let dir = ScratchDir::new()?;
     std::fs::write(dir.path().join("schedule.toml"), SCHEDULE)?;
-    let per_replica = args.rps / args.replicas as u32;
     let mut daemons = Vec::new();
     for _ in 0..args.replicas {
         daemons.push(
-            start_daemon(url, &sandbox.base_url(), per_replica, dir.path())
+            start_daemon(url, &sandbox.base_url(), args.rps, dir.path())
                 .await?
                 .0,
         );
     }
+    // The probes' exchanges end FAILED at P100: nothing moves, the designed findings stay.
+    sandbox
+        .sandbox()
+        .configure_exchange(|c| c.outcome = "FAILED".into());
     // The daemons' start-up credential checks are not part of the cycle.
     sandbox.sandbox().set_rate_limit(Some(args.rps));
     sandbox.sandbox().reset_stats();
@@ -385,8 +445,17 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
         queue::store::enqueue_many(&mut conn, chunk).await?;
     }
     drop(conn);
+    let (probes_stop, probes_stopped) = tokio::sync::watch::channel(false);
+    let probes = tokio::spawn(finalize_probes(
+        pool.clone(),
+        sandbox.sandbox().clone(),
+        schedule.clone(),
+        probes_stopped,
+    ));
     drain(&pool, Kind::TxSync, &mut daemons).await?;
     let synced_at = started.elapsed();
+    let _ = probes_stop.send(true);
+    let probes = probes.await??;
     let reconcile = jobs::enqueue::new_job(
         Kind::Reconcile,
         serde_json::json!({ "report": true }),
@@ -398,6 +467,7 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
     drain(&pool, Kind::Reconcile, &mut daemons).await?;
     drain(&pool, Kind::Report, &mut daemons).await?;
     let wall = started.elapsed().as_secs_f64();
+    drain(&pool, Kind::ExchangeFinalize, &mut daemons).await?;
 
     let peak_rss_mb = daemons
         .iter()
@@ -434,6 +504,22 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
                 )
             })
             .collect();
+    let mut waits: Vec<i64> = probes
+        .iter()
+        .filter_map(|(lock, sent)| {
+            stats
+                .exchange_finalize_first_ms
+                .get(lock)
+                .map(|first| first - sent)
+        })
+        .collect();
+    waits.sort_unstable();
+    let quantile = |q: f64| {
+        waits
+            .get(((waits.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+    };
+    let probe_calls = route("POST /v1/partner/exchange") + route("GET /v1/partner/exchange");
     let admitted = stats.total.saturating_sub(http429);
     let lower_bound_s = lower_bound as f64 / f64::from(args.rps);
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
@@ -462,5 +548,13 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
         "unexpected": found.difference(&designed).take(5).map(|(u, c, k)| format!("{} {c} {k}", u.as_deref().unwrap_or("partner"))).collect::<Vec<_>>(),
         "missed": designed.difference(&found).take(5).map(|(u, c, k)| format!("{} {c} {k}", u.as_deref().unwrap_or("partner"))).collect::<Vec<_>>(),
         "peak_rss_mb": peak_rss_mb,
+        // Exchange finalizations submitted while history sync saturated the budget: from the
+        // job's commit to P100 receiving the submission (SPEC §9 priority).
+        "finalize_probes": probes.len(),
+        "finalize_submitted": waits.len(),
+        "finalize_wait_ms_p50": quantile(0.5),
+        "finalize_wait_ms_p99": quantile(0.99),
+        "finalize_wait_ms_max": waits.last(),
+        "finalize_calls": probe_calls,
     }))
 }

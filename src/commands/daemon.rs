@@ -75,6 +75,22 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         .install_recorder()
         .context("cannot install the metrics recorder")?;
 
+    // Migrated first: the budget's membership lives in the database.
+    let identity = worker::process_identity();
+    let (mut conn, connect_options) = crate::db::connect_one(url).await?;
+    crate::db::migrate_on(&mut conn).await?;
+    let membership = match settings.p100_budget {
+        crate::budget::Mode::Deployment => Some(
+            crate::budget::join(conn, connect_options, client.clone(), identity.to_owned())
+                .await
+                .context("cannot join the deployment's P100 budget")?,
+        ),
+        crate::budget::Mode::Process => {
+            sqlx::Connection::close(conn).await.ok();
+            None
+        }
+    };
+
     // The credentials are checked once, here: a rejected key ends the daemon before any job
     // burns its attempts on it.
     let asked = std::time::Instant::now();
@@ -111,8 +127,6 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     // A sync holds a connection only while it commits a page; half its slots is ample.
     let pool_size = (20 + sync_concurrency / 2).min(100) as u32;
     let pool = crate::db::connect(url, pool_size).await?;
-    crate::db::migrate(&pool).await?;
-    let identity = worker::process_identity();
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
 
     let health = Arc::new(AtomicU8::new(p100_state as u8));
@@ -182,6 +196,9 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     .await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(http, scheduler, pruner);
+    if let Some(membership) = membership {
+        membership.leave().await;
+    }
     result?;
     tracing::info!("daemon stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -20,6 +20,9 @@ pub struct RequestStats {
     /// `POST /v1/partner/exchange` calls per `lockId` (every call that passed the API key
     /// check, even when a fault answered it or the lock was unknown).
     pub exchange_finalize_calls: BTreeMap<String, u64>,
+    /// Wall-clock time (Unix milliseconds) of the first `POST /v1/partner/exchange` per
+    /// `lockId`: how long a finalization waited is measured against it.
+    pub exchange_finalize_first_ms: BTreeMap<String, i64>,
     /// Exchanges actually created per `lockId` (read from the state, so `reset_stats` does
     /// not clear it).
     pub exchanges_per_lock: BTreeMap<String, u64>,
@@ -50,6 +53,10 @@ impl Stats {
     }
 
     pub fn record_finalize(&mut self, lock_id: &str) {
+        self.snap
+            .exchange_finalize_first_ms
+            .entry(lock_id.to_string())
+            .or_insert_with(|| chrono::Utc::now().timestamp_millis());
         *self
             .snap
             .exchange_finalize_calls

@@ -1,8 +1,8 @@
 //! The HTTP client: one `reqwest::Client`, one rate limiter, one place that turns answers
 //! into values or classified errors.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::Stream;
@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::amount::Currency;
 use crate::config::Config;
 use crate::error::{Error, ErrorClass, Failure, classify};
+use crate::lane::Lane;
 use crate::model::{
     Balances, CreateExchange, ErrorBody, ExchangeCreated, ExchangeDetails, ExchangeLock,
     KycStatusResponse, SepaTransfer, TransactionPage,
@@ -24,6 +25,8 @@ use crate::text::clean_text;
 const API_KEY_HEADER: &str = "x-api-key";
 /// Our correlation id, sent on every request and recorded on every error and log line.
 const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A request that waited at least this long for its slot counts as having waited.
+const WAITED: Duration = Duration::from_millis(1);
 /// Pause used after a 429 that carries no `Retry-After`.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 /// Largest success body read (a full history page is about 60 KB); a longer one is refused
@@ -108,8 +111,9 @@ struct Inner {
     http: reqwest::Client,
     config: Config,
     limiter: crate::rate::RateLimit,
-    /// Set by a 429: no request leaves before this instant.
-    paused_until: Mutex<Option<Instant>>,
+    /// The end of the latest pause a 429 asked for, in wall-clock time (for whoever shares
+    /// the budget with other processes: they must pause too).
+    rate_limited: tokio::sync::watch::Sender<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -146,8 +150,8 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
-                limiter: crate::rate::RateLimit::new(config.max_rps),
-                paused_until: Mutex::new(None),
+                limiter: crate::rate::RateLimit::new(config.max_rps.get()),
+                rate_limited: tokio::sync::watch::Sender::new(None),
                 config,
             }),
         })
@@ -158,9 +162,37 @@ impl Client {
         &self.inner.config.base_url
     }
 
-    /// Requests per second this client (and its clones) may send.
+    /// The request budget (`P100_MAX_RPS`): requests per second of the whole deployment.
     pub fn max_rps(&self) -> u32 {
         self.inner.config.max_rps.get()
+    }
+
+    /// Requests per second this process may send now: the whole budget until
+    /// [`Client::set_share`] says otherwise.
+    pub fn share(&self) -> u32 {
+        self.inner.limiter.rate()
+    }
+
+    /// Sets this process's share of the budget (0: no request leaves until a share arrives).
+    /// Never above the budget.
+    pub fn set_share(&self, rps: u32) {
+        let rps = rps.min(self.max_rps());
+        self.inner.limiter.set_rate(rps);
+        metrics::gauge!("p100_budget_share_rps").set(f64::from(rps));
+    }
+
+    /// Holds every request of this process for `delay` (capped like a `Retry-After`): how a
+    /// 429 seen by another process sharing the budget reaches this one.
+    pub fn hold_off(&self, delay: Duration) {
+        let delay = delay.min(self.inner.config.max_retry_after);
+        self.inner
+            .limiter
+            .pause_until(tokio::time::Instant::now() + delay);
+    }
+
+    /// Changes to the end of the latest pause a 429 asked of this process (wall-clock time).
+    pub fn rate_limited(&self) -> tokio::sync::watch::Receiver<Option<SystemTime>> {
+        self.inner.rate_limited.subscribe()
     }
 
     /// `GET /v1/kyc/status/{externalUserId}`.
@@ -284,30 +316,32 @@ impl Client {
         }
     }
 
-    async fn wait_for_turn(&self) {
-        loop {
-            let pause = self
-                .inner
-                .paused_until
-                .lock()
-                .map(|until| until.and_then(|t| t.checked_duration_since(Instant::now())))
-                .unwrap_or(None);
-            match pause {
-                Some(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
-                _ => break,
-            }
+    /// Waits for a slot in the request's lane; records the lane's admissions and wait.
+    async fn wait_for_turn(&self, spec: &PathSpec) {
+        let lane = Lane::current(spec.lane);
+        let waited = self.inner.limiter.until_ready(lane).await;
+        metrics::counter!("p100_budget_admitted_total", "lane" => lane.as_str()).increment(1);
+        metrics::histogram!("p100_budget_wait_seconds", "lane" => lane.as_str())
+            .record(waited.as_secs_f64());
+        if waited >= WAITED {
+            metrics::counter!("p100_budget_waited_total", "lane" => lane.as_str()).increment(1);
         }
-        self.inner.limiter.until_ready().await;
     }
 
+    /// A 429: this process pauses, and says so to whoever shares the budget.
     fn pause_for(&self, delay: Duration) {
         let delay = delay.min(self.inner.config.max_retry_after);
-        let until = Instant::now() + delay;
-        if let Ok(mut slot) = self.inner.paused_until.lock()
-            && slot.is_none_or(|current| current < until)
-        {
-            *slot = Some(until);
-        }
+        self.hold_off(delay);
+        let until = SystemTime::now() + delay;
+        self.inner
+            .rate_limited
+            .send_if_modified(|latest| match latest {
+                Some(t) if *t >= until => false,
+                _ => {
+                    *latest = Some(until);
+                    true
+                }
+            });
     }
 
     async fn call<T: DeserializeOwned>(
@@ -328,7 +362,7 @@ impl Client {
             let failure = Failure::Refused(format!("{dot:?} is not an id"));
             return Err(self.local_error(method_name, &spec, failure));
         }
-        self.wait_for_turn().await;
+        self.wait_for_turn(&spec).await;
         let is_write = method != Method::GET;
         let url = self.url_for(&spec);
         let path = url.path().to_owned();

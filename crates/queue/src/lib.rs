@@ -7,13 +7,15 @@
 //! `SKIP LOCKED`, acknowledges in batches, persists backoff in `run_at`, deduplicates live
 //! jobs by a partial unique index, rescues expired leases, and prunes finished rows.
 //!
-//! Owns the SQL of the `jobs`, `job_workers` and `schedule_ticks` tables (the schema is in the
-//! top-level `migrations/`). Knows nothing of P100 or the ledger.
+//! Owns the SQL of the `jobs`, `job_workers` and `schedule_ticks` tables, and of the
+//! membership tables that let replicas share one request budget (`budget`); the schema is in
+//! the top-level `migrations/`. Knows nothing of P100's API or the ledger.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod backoff;
+pub mod budget;
 pub mod lease;
 pub mod outcome;
 pub mod store;

@@ -1,0 +1,243 @@
+//! This process's part in the deployment-wide P100 budget: beats its membership
+//! (`queue::budget`) on a connection of its own and sets the client's share and pauses from
+//! what it sees. The client enforces the share locally, so no request waits on the database.
+//!
+//! Failure modes: the database unreachable for [`queue::budget::LOCAL_STALE`] → the share
+//! falls to the reserve the others keep for a silent member (never the full budget); for
+//! [`queue::budget::SILENT_LIMIT`] → no request at all, because the others are about to forget
+//! that reserve. Both end at the first beat that gets through.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use queue::budget::{self, View};
+
+/// How the budget is shared (`P100_BUDGET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// All processes on the database share `P100_MAX_RPS` (the default).
+    Deployment,
+    /// Each process may send `P100_MAX_RPS` on its own (one replica, or budgets divided by
+    /// hand).
+    Process,
+}
+
+impl Mode {
+    /// Parses the setting.
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text.trim() {
+            "deployment" => Some(Mode::Deployment),
+            "process" => Some(Mode::Process),
+            _ => None,
+        }
+    }
+}
+
+/// A running membership; [`Membership::leave`] ends it cleanly.
+pub struct Membership {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Membership {
+    /// Stops beating and leaves, so the others take the share at once rather than after
+    /// [`budget::STALE`].
+    pub async fn leave(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Joins the budget on `conn` (migrated) and keeps the client's share in step until left.
+/// Returns once the client may send: at once when no other member is live, else after
+/// [`budget::JOIN_WAIT`], by when every other member has made room.
+pub async fn join(
+    mut conn: PgConnection,
+    connect: sqlx::postgres::PgConnectOptions,
+    client: p100::Client,
+    me: String,
+) -> anyhow::Result<Membership> {
+    client.set_share(0);
+    let host = crate::worker::hostname();
+    // A member of this host whose process is gone (a crash, a `kill -9`) is dead for sure:
+    // retired now rather than counted live until its beats go stale.
+    let gone: Vec<String> = budget::members_on(&mut conn, &host)
+        .await?
+        .into_iter()
+        .filter(|(id, pid)| {
+            *id != me
+                && *pid != std::process::id() as i32
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if !gone.is_empty() {
+        tracing::info!(retired = ?gone, "budget members of this host whose process is gone are retired");
+        budget::retire(&mut conn, &gone).await?;
+    }
+    let alone = budget::join(&mut conn, &me, &host, std::process::id() as i32).await?;
+    let mut keeper = Keeper {
+        conn: Some(conn),
+        connect,
+        budget: client.max_rps(),
+        client,
+        me,
+        last_ok: Instant::now(),
+        members: 1,
+        alone_at_join: alone,
+        member_for: Duration::ZERO,
+        published: None,
+    };
+    let view = keeper.beat().await?;
+    keeper.apply(&view);
+    if !alone {
+        tracing::info!(
+            members = view.members(),
+            "other replicas share the P100 budget; waiting {} ms before the first request",
+            budget::JOIN_WAIT.as_millis()
+        );
+        tokio::time::sleep(budget::JOIN_WAIT.saturating_sub(view.member_for)).await;
+        let view = keeper.beat().await?;
+        keeper.apply(&view);
+    }
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(keeper.run(stopped));
+    Ok(Membership { stop, task })
+}
+
+struct Keeper {
+    conn: Option<PgConnection>,
+    connect: sqlx::postgres::PgConnectOptions,
+    budget: u32,
+    client: p100::Client,
+    me: String,
+    /// When the last beat that got through was sent.
+    last_ok: Instant,
+    /// Members at the last beat (sizes the reserve when falling back).
+    members: u32,
+    alone_at_join: bool,
+    /// Membership age at the last beat (it restarts when a silence made this one absent).
+    member_for: Duration,
+    /// The latest pause this process published.
+    published: Option<std::time::SystemTime>,
+}
+
+impl Keeper {
+    async fn beat(&mut self) -> anyhow::Result<View> {
+        let sent = Instant::now();
+        let pause = *self.client.rate_limited().borrow();
+        let pause = pause.filter(|p| Some(*p) != self.published);
+        let attempt = async {
+            if self.conn.is_none() {
+                self.conn =
+                    Some(<PgConnection as sqlx::Connection>::connect_with(&self.connect).await?);
+            }
+            let conn = self.conn.as_mut().expect("connected just above");
+            let view = budget::beat(
+                conn,
+                &self.me,
+                &crate::worker::hostname(),
+                std::process::id() as i32,
+                pause.map(chrono::DateTime::from),
+            )
+            .await?;
+            anyhow::Ok(view)
+        };
+        // A half-open connection must not hold the share for longer than a fallback allows.
+        let result = match tokio::time::timeout(budget::LOCAL_STALE, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!("budget beat timed out")),
+        };
+        match result {
+            Ok(view) => {
+                if view.member_for < self.member_for {
+                    // Back from silence: a joiner again.
+                    self.alone_at_join = false;
+                }
+                self.member_for = view.member_for;
+                self.last_ok = sent;
+                self.members = view.members();
+                if pause.is_some() {
+                    self.published = pause;
+                }
+                Ok(view)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, view: &View) {
+        let settled = self.alone_at_join || view.member_for >= budget::JOIN_WAIT;
+        let share = if settled {
+            budget::share(self.budget, view, &self.me)
+        } else {
+            0
+        };
+        if share != self.client.share() {
+            tracing::info!(
+                share_rps = share,
+                members = view.members(),
+                live = view.live.len(),
+                "P100 budget share is now {share} of {} requests/s",
+                self.budget
+            );
+        }
+        self.client.set_share(share);
+        metrics::gauge!("p100_budget_members").set(f64::from(view.members()));
+        metrics::gauge!("p100_budget_fallback").set(0.0);
+        if let Some(left) = view.pause_left.filter(|d| !d.is_zero()) {
+            self.client.hold_off(left);
+        }
+    }
+
+    /// The share while the database cannot be reached.
+    fn fall_back(&self) {
+        let silent = self.last_ok.elapsed();
+        let share = if silent >= budget::SILENT_LIMIT {
+            0
+        } else if silent >= budget::LOCAL_STALE {
+            budget::reserve(self.budget, self.members).min(self.client.share())
+        } else {
+            return;
+        };
+        if share != self.client.share() {
+            tracing::warn!(
+                share_rps = share,
+                silent_ms = silent.as_millis() as u64,
+                "the database is unreachable: P100 budget share falls to {share} requests/s"
+            );
+        }
+        self.client.set_share(share);
+        metrics::gauge!("p100_budget_fallback").set(1.0);
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut rate_limited = self.client.rate_limited();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(budget::BEAT) => {}
+                // A 429 here: every other member hears of it at its next beat, not ours.
+                changed = rate_limited.changed() => if changed.is_err() { break },
+                _ = stop.changed() => break,
+            }
+            match self.beat().await {
+                Ok(view) => self.apply(&view),
+                Err(e) => {
+                    tracing::warn!(error = %e, "P100 budget beat failed");
+                    self.fall_back();
+                }
+            }
+        }
+        if let Some(conn) = self.conn.as_mut()
+            && let Err(e) = budget::leave(conn, &self.me).await
+        {
+            tracing::warn!(error = %e, "leaving the P100 budget failed; the others take the share after {} s", budget::STALE.as_secs());
+        }
+    }
+}
