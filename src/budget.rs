@@ -7,13 +7,11 @@
 //! [`queue::budget::SILENT_LIMIT`] → no request at all, because the others are about to forget
 //! that reserve. Both end at the first beat that gets through.
 
-use std::time::Duration;
-
 use sqlx::PgConnection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use queue::budget::{self, View};
+use queue::budget;
 
 /// How the budget is shared (`P100_BUDGET`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +50,8 @@ impl Membership {
 }
 
 /// Joins the budget on `conn` (migrated) and keeps the client's share in step until left.
-/// Returns once the client may send: at once when no other member is live, else after
-/// [`budget::JOIN_WAIT`], by when every other member has made room.
+/// Returns after the first beats, once the others have made room (a share above zero), or
+/// after a few beats without room (the client then waits for its share like any request).
 pub async fn join(
     mut conn: PgConnection,
     connect: sqlx::postgres::PgConnectOptions,
@@ -63,7 +61,7 @@ pub async fn join(
     client.set_share(0);
     let host = crate::worker::hostname();
     // A member of this host whose process is gone (a crash, a `kill -9`) is dead for sure:
-    // retired now rather than counted live until its beats go stale.
+    // retired now rather than counted until its beats go stale.
     let gone: Vec<String> = budget::members_on(&mut conn, &host)
         .await?
         .into_iter()
@@ -78,30 +76,23 @@ pub async fn join(
         tracing::info!(retired = ?gone, "budget members of this host whose process is gone are retired");
         budget::retire(&mut conn, &gone).await?;
     }
-    let alone = budget::join(&mut conn, &me, &host, std::process::id() as i32).await?;
     let mut keeper = Keeper {
         conn: Some(conn),
         connect,
         budget: client.max_rps(),
         client,
         me,
+        host,
         last_ok: Instant::now(),
         members: 1,
-        alone_at_join: alone,
-        member_for: Duration::ZERO,
         published: None,
     };
-    let view = keeper.beat().await?;
-    keeper.apply(&view);
-    if !alone {
-        tracing::info!(
-            members = view.members(),
-            "other replicas share the P100 budget; waiting {} ms before the first request",
-            budget::JOIN_WAIT.as_millis()
-        );
-        tokio::time::sleep(budget::JOIN_WAIT.saturating_sub(view.member_for)).await;
-        let view = keeper.beat().await?;
-        keeper.apply(&view);
+    for _ in 0..8 {
+        keeper.beat().await?;
+        if keeper.client.share() > 0 {
+            break;
+        }
+        tokio::time::sleep(budget::BEAT).await;
     }
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(keeper.run(stopped));
@@ -114,86 +105,80 @@ struct Keeper {
     budget: u32,
     client: p100::Client,
     me: String,
+    host: String,
     /// When the last beat that got through was sent.
     last_ok: Instant,
     /// Members at the last beat (sizes the reserve when falling back).
     members: u32,
-    alone_at_join: bool,
-    /// Membership age at the last beat (it restarts when a silence made this one absent).
-    member_for: Duration,
     /// The latest pause this process published.
     published: Option<std::time::SystemTime>,
 }
 
 impl Keeper {
-    async fn beat(&mut self) -> anyhow::Result<View> {
+    /// One beat: lowers the share before the lower cap commits, raises it only after.
+    async fn beat(&mut self) -> anyhow::Result<()> {
         let sent = Instant::now();
+        let (busy, used) = self.client.take_demand();
         let pause = *self.client.rate_limited().borrow();
         let pause = pause.filter(|p| Some(*p) != self.published);
-        let attempt = async {
-            if self.conn.is_none() {
-                self.conn =
-                    Some(<PgConnection as sqlx::Connection>::connect_with(&self.connect).await?);
+        let (budget_rps, client) = (self.budget, self.client.clone());
+        let (me, host) = (self.me.clone(), self.host.clone());
+        let conn = &mut self.conn;
+        let connect = &self.connect;
+        let attempt = async move {
+            if conn.is_none() {
+                *conn = Some(<PgConnection as sqlx::Connection>::connect_with(connect).await?);
             }
-            let conn = self.conn.as_mut().expect("connected just above");
-            let view = budget::beat(
-                conn,
-                &self.me,
-                &crate::worker::hostname(),
-                std::process::id() as i32,
+            let c = conn.as_mut().expect("connected just above");
+            let beat = budget::beat(
+                c,
+                &me,
+                (&host, std::process::id() as i32),
+                budget_rps,
+                budget::Demand { busy, used },
                 pause.map(chrono::DateTime::from),
             )
             .await?;
-            anyhow::Ok(view)
+            if beat.cap < client.share() {
+                client.set_share(beat.cap);
+            }
+            let seen = (beat.cap, beat.live + beat.silent, beat.pause_left);
+            beat.commit().await?;
+            anyhow::Ok(seen)
         };
         // A half-open connection must not hold the share for longer than a fallback allows.
         let result = match tokio::time::timeout(budget::LOCAL_STALE, attempt).await {
             Ok(result) => result,
             Err(_) => Err(anyhow::anyhow!("budget beat timed out")),
         };
-        match result {
-            Ok(view) => {
-                if view.member_for < self.member_for {
-                    // Back from silence: a joiner again.
-                    self.alone_at_join = false;
-                }
-                self.member_for = view.member_for;
-                self.last_ok = sent;
-                self.members = view.members();
-                if pause.is_some() {
-                    self.published = pause;
-                }
-                Ok(view)
-            }
+        let (cap, members, pause_left) = match result {
+            Ok(seen) => seen,
             Err(e) => {
                 self.conn = None;
-                Err(e)
+                return Err(e);
             }
-        }
-    }
-
-    fn apply(&mut self, view: &View) {
-        let settled = self.alone_at_join || view.member_for >= budget::JOIN_WAIT;
-        let share = if settled {
-            budget::share(self.budget, view, &self.me)
-        } else {
-            0
         };
-        if share != self.client.share() {
-            tracing::info!(
-                share_rps = share,
-                members = view.members(),
-                live = view.live.len(),
-                "P100 budget share is now {share} of {} requests/s",
+        self.last_ok = sent;
+        self.members = members;
+        if pause.is_some() {
+            self.published = pause;
+        }
+        if cap != self.client.share() {
+            tracing::debug!(
+                share_rps = cap,
+                members,
+                busy,
+                "P100 budget share is now {cap} of {} requests/s",
                 self.budget
             );
         }
-        self.client.set_share(share);
-        metrics::gauge!("p100_budget_members").set(f64::from(view.members()));
+        self.client.set_share(cap);
+        metrics::gauge!("p100_budget_members").set(f64::from(members));
         metrics::gauge!("p100_budget_fallback").set(0.0);
-        if let Some(left) = view.pause_left.filter(|d| !d.is_zero()) {
+        if let Some(left) = pause_left.filter(|d| !d.is_zero()) {
             self.client.hold_off(left);
         }
+        Ok(())
     }
 
     /// The share while the database cannot be reached.
@@ -222,20 +207,17 @@ impl Keeper {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(budget::BEAT) => {}
-                // A 429 here: every other member hears of it at its next beat, not ours.
+                // A 429 here: published at once, every other member hears at its next beat.
                 changed = rate_limited.changed() => if changed.is_err() { break },
                 _ = stop.changed() => break,
             }
-            match self.beat().await {
-                Ok(view) => self.apply(&view),
-                Err(e) => {
-                    tracing::warn!(error = %e, "P100 budget beat failed");
-                    self.fall_back();
-                }
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "P100 budget beat failed");
+                self.fall_back();
             }
         }
         if let Some(conn) = self.conn.as_mut()
-            && let Err(e) = budget::leave(conn, &self.me).await
+            && let Err(e) = budget::retire(conn, std::slice::from_ref(&self.me)).await
         {
             tracing::warn!(error = %e, "leaving the P100 budget failed; the others take the share after {} s", budget::STALE.as_secs());
         }

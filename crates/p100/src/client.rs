@@ -181,6 +181,12 @@ impl Client {
         metrics::gauge!("p100_budget_share_rps").set(f64::from(rps));
     }
 
+    /// Since the previous call: whether requests had to wait for this process's share (it
+    /// wants more), and the requests per second it sent.
+    pub fn take_demand(&self) -> (bool, f64) {
+        self.inner.limiter.take_demand()
+    }
+
     /// Holds every request of this process for `delay` (capped like a `Retry-After`): how a
     /// 429 seen by another process sharing the budget reaches this one.
     pub fn hold_off(&self, delay: Duration) {

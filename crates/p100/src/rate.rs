@@ -47,6 +47,11 @@ struct State {
     paused_until: Option<Instant>,
     lanes: [VecDeque<Waiter>; 4],
     next_id: u64,
+    /// Since the last [`RateLimit::take_demand`]: admissions, and whether a request had to
+    /// wait for the rate (not for a pause).
+    admitted: u64,
+    starved: bool,
+    since: Instant,
 }
 
 enum Turn {
@@ -76,6 +81,7 @@ impl State {
             return Turn::At(Some(until));
         }
         if self.rate == 0 {
+            self.starved = true;
             return Turn::At(None);
         }
         while self
@@ -86,9 +92,12 @@ impl State {
             self.recent.pop_front();
         }
         if self.recent.len() >= self.rate as usize {
+            self.starved = true;
             let oldest = self.recent.front().copied().unwrap_or(now);
             return Turn::At(Some(oldest + WINDOW + WINDOW_MARGIN));
         }
+        // Spacing waits do not count as wanting more: two requests close together are not
+        // demand beyond the share; a full window is.
         if let Some(next) = self.next_spaced.filter(|t| *t > now) {
             return Turn::At(Some(next));
         }
@@ -100,6 +109,7 @@ impl State {
         });
         self.next_spaced = Some(base + period);
         self.recent.push_back(now);
+        self.admitted += 1;
         self.lanes[lane.index()].pop_front();
         Turn::Admitted
     }
@@ -138,6 +148,9 @@ impl RateLimit {
                 paused_until: None,
                 lanes: Default::default(),
                 next_id: 0,
+                admitted: 0,
+                starved: false,
+                since: Instant::now(),
             }),
         }
     }
@@ -159,6 +172,19 @@ impl RateLimit {
 
     pub(crate) fn rate(&self) -> u32 {
         self.lock().rate
+    }
+
+    /// Since the previous call: whether requests waited for the rate (they want more), and
+    /// requests per second admitted.
+    pub(crate) fn take_demand(&self) -> (bool, f64) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let elapsed = now.duration_since(st.since).as_secs_f64().max(1e-3);
+        let demand = (st.starved, st.admitted as f64 / elapsed);
+        st.admitted = 0;
+        st.starved = false;
+        st.since = now;
+        demand
     }
 
     /// No request leaves before `until` (a later pause already set stays).

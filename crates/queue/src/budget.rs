@@ -1,21 +1,26 @@
 //! Membership of the deployment-wide P100 budget (SPEC §2.2): every process that calls P100
-//! beats a row of `p100_budget_members`, and the live members split `P100_MAX_RPS` among
-//! themselves, so replicas never exceed it together whatever their number. Each process
-//! enforces its share locally: no database round trip per request.
+//! beats a row of `p100_budget_members`, and the members share `P100_MAX_RPS` so replicas
+//! never exceed it together whatever their number. Each process enforces its cap locally: no
+//! database round trip per request.
 //!
-//! The rules keep the sum of shares within the budget through every change:
-//! - A member that joins while others are live spends nothing for [`JOIN_WAIT`], by which time
-//!   every other member has beaten (and lowered its share) or fallen back.
-//! - A member that could not beat for [`LOCAL_STALE`] falls back to a small reserve; the
-//!   others count it absent only after [`STALE`] (a later instant), and keep that reserve
-//!   unspent until they forget it after [`FORGET`]; it stops calling P100 altogether before.
-//! - A 429's `Retry-After` seen by any member is written to `p100_budget_pause` at once and
-//!   every member holds off until it ends.
+//! The invariant is that the members' caps sum to at most the budget, a silent member counted
+//! at its reserve (what it falls back to):
+//! - beats are serialised (an advisory lock), and a member raises its cap only to what the
+//!   others' caps leave; it lowers its own sending rate *before* its lower cap commits
+//!   ([`Beat::commit`]), and raises it only after;
+//! - a member that could not beat for [`LOCAL_STALE`] falls back to its reserve; the others
+//!   count it at that reserve only after [`STALE`] (a later instant), until they forget it after
+//!   [`FORGET`]; it stops calling P100 altogether at [`SILENT_LIMIT`], before that;
+//! - a member back from silence starts again from its reserve (or from nothing, if forgotten).
+//!
+//! Shares follow demand: a member whose requests waited for slots since its last beat is busy;
+//! idle members keep twice what they used (at least a floor, so a sudden urgent request still
+//! finds a slot), and busy ones split the rest. When nobody is busy the split is even.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use crate::Error;
 
@@ -23,115 +28,183 @@ use crate::Error;
 pub const BEAT: Duration = Duration::from_millis(500);
 /// A member that could not beat for this long falls back to its reserve.
 pub const LOCAL_STALE: Duration = Duration::from_millis(1500);
-/// The others count a member absent after this long without a beat (after it fell back).
+/// The others count a member at its reserve after this long without a beat.
 pub const STALE: Duration = Duration::from_secs(3);
-/// A member joining while others are live spends nothing for this long.
-pub const JOIN_WAIT: Duration = Duration::from_secs(2);
-/// An absent member's reserve is kept this long; it spends nothing after [`SILENT_LIMIT`].
+/// The others forget a silent member (and its reserve) after this long.
 pub const FORGET: Duration = Duration::from_secs(60);
-/// A member that could not beat for this long stops calling P100 (the others are about to
-/// forget its reserve).
+/// A member that could not beat for this long stops calling P100: the others are about to
+/// forget its reserve.
 pub const SILENT_LIMIT: Duration = Duration::from_secs(45);
-/// An absent member's reserve: this fraction of an even share.
+/// A silent member's reserve: this fraction of an even share.
 const RESERVE_DIVISOR: u32 = 10;
-/// Any constant: serialises joins so two members starting together see each other.
-const JOIN_LOCK: i64 = 0x7031_3030_6275_6467;
+/// An idle member keeps at least this fraction of an even share, so an urgent request that
+/// arrives there waits one slot of it at most before the member turns busy and grows.
+const FLOOR_DIVISOR: u32 = 20;
+/// Serialises beats, so each sees the others' caps as they are.
+const BEAT_LOCK: i64 = 0x7031_3030_6275_6467;
 
-/// What a beat sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct View {
-    /// Live members' ids, sorted (this one included).
-    pub live: Vec<String>,
-    /// Members silent for longer than [`STALE`] but not yet forgotten.
-    pub absent: u32,
-    /// How long this member has been a member.
-    pub member_for: Duration,
-    /// How long every member must still hold off (a 429 somewhere).
-    pub pause_left: Option<Duration>,
+/// What this member says of itself at a beat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    /// Requests waited for a slot since the last beat.
+    pub busy: bool,
+    /// Requests per second sent since the last beat.
+    pub used: f64,
 }
 
-impl View {
-    /// Members the budget is divided among (absent ones keep a reserve).
-    pub fn members(&self) -> u32 {
-        self.live.len() as u32 + self.absent
-    }
+/// One member as a beat sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Its id.
+    pub id: String,
+    /// Busy at its last beat.
+    pub busy: bool,
+    /// Requests per second at its last beat.
+    pub used: f64,
 }
 
-/// The reserve an absent member may spend (and the others keep for it), for `members`.
+/// The reserve a silent member may spend (and the others leave it), for `members`.
 pub fn reserve(budget: u32, members: u32) -> u32 {
     budget / (RESERVE_DIVISOR * members.max(1))
 }
 
-/// `me`'s share of `budget` in `view`: the budget less absent members' reserves, split evenly
-/// among the live members, the remainder to the first ids (the shares sum to the budget).
-pub fn share(budget: u32, view: &View, me: &str) -> u32 {
-    let Some(index) = view.live.iter().position(|id| id == me) else {
+/// The cap `me` should have: `live` members (sorted by id, `me` among them) share the budget
+/// less the reserves of `silent` members.
+pub fn target(budget: u32, live: &[Member], silent: u32, me: &str) -> u32 {
+    let Some(index) = live.iter().position(|m| m.id == me) else {
         return 0;
     };
-    let live = view.live.len() as u32;
-    let available = budget.saturating_sub(view.absent * reserve(budget, view.members()));
-    available / live + u32::from((index as u32) < available % live)
+    let n = live.len() as u32;
+    let available = budget.saturating_sub(silent * reserve(budget, n + silent));
+    let even = |i: usize, total: u32, of: u32| total / of + u32::from((i as u32) < total % of);
+    let busy: Vec<usize> = (0..live.len()).filter(|&i| live[i].busy).collect();
+    if busy.is_empty() {
+        return even(index, available, n);
+    }
+    let most = available / n;
+    let floor = (most / FLOOR_DIVISOR).max(1).min(most);
+    let keep = |m: &Member| ((m.used * 2.0).ceil() as u32).clamp(floor, most);
+    if !live[index].busy {
+        return keep(&live[index]);
+    }
+    let idle: u32 = live.iter().filter(|m| !m.busy).map(keep).sum();
+    let rank = busy.iter().position(|&i| i == index).unwrap_or(0);
+    even(rank, available.saturating_sub(idle), busy.len() as u32)
 }
 
-/// Joins: registers `me`; true when no other member was live (nobody to wait for).
-pub async fn join(conn: &mut PgConnection, me: &str, host: &str, pid: i32) -> Result<bool, Error> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+/// A beat in progress: its transaction holds the beat lock. [`Beat::commit`] makes `cap`
+/// this member's; until then the previous cap stands.
+pub struct Beat<'c> {
+    tx: Transaction<'c, Postgres>,
+    /// The cap this member had (after any fall back the others assumed).
+    pub previous: u32,
+    /// The cap it has once committed: never more than the others leave.
+    pub cap: u32,
+    /// Live members, this one included.
+    pub live: u32,
+    /// Silent members not yet forgotten.
+    pub silent: u32,
+    /// How long every member must still hold off (a 429 somewhere).
+    pub pause_left: Option<Duration>,
+}
+
+impl Beat<'_> {
+    /// Commits the new cap.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Starts a beat for `me` with a `budget`: proves it alive, publishes a pause it was asked for,
+/// and works out its new cap from the others' (see the module's invariant).
+pub async fn beat<'c>(
+    conn: &'c mut PgConnection,
+    me: &str,
+    (host, pid): (&str, i32),
+    budget: u32,
+    demand: Demand,
+    pause: Option<DateTime<Utc>>,
+) -> Result<Beat<'c>, Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(JOIN_LOCK)
+        .bind(BEAT_LOCK)
         .execute(&mut *tx)
         .await?;
-    let others: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM p100_budget_members
-          WHERE id <> $1 AND stopped_at IS NULL AND last_seen > now() - make_interval(secs => $2)",
+    let rows = sqlx::query(
+        "SELECT id, cap, busy, used, stopped_at IS NOT NULL AS stopped,
+                extract(epoch FROM now() - last_seen)::float8 AS silent_for
+           FROM p100_budget_members
+          WHERE id = $1 OR (stopped_at IS NULL AND last_seen > now() - make_interval(secs => $2))
+          ORDER BY id",
     )
     .bind(me)
-    .bind(STALE.as_secs_f64())
-    .fetch_one(&mut *tx)
+    .bind(FORGET.as_secs_f64())
+    .fetch_all(&mut *tx)
     .await?;
+    let mut live = Vec::new();
+    // The others' caps, and whether each is silent (counted at its reserve).
+    let mut others = Vec::new();
+    let mut previous = None;
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let cap = row.try_get::<i32, _>("cap")?.max(0) as u32;
+        let silent_for = Duration::from_secs_f64(row.try_get::<f64, _>("silent_for")?.max(0.0));
+        let stopped: bool = row.try_get("stopped")?;
+        if id == me {
+            previous = Some((cap, silent_for, stopped));
+            live.push(Member {
+                id,
+                busy: demand.busy,
+                used: demand.used,
+            });
+        } else if silent_for < STALE {
+            others.push((cap, false));
+            live.push(Member {
+                id,
+                busy: row.try_get("busy")?,
+                used: f64::from(row.try_get::<f32, _>("used")?),
+            });
+        } else {
+            others.push((cap, true));
+        }
+    }
+    let silent = others.iter().filter(|(_, s)| *s).count() as u32;
+    let reserve = reserve(budget, live.len() as u32 + silent);
+    let previous = match previous {
+        None => 0,
+        Some((_, silent_for, stopped)) if stopped || silent_for >= FORGET => 0,
+        // The others have counted it at its reserve: that is all it may have now.
+        Some((cap, silent_for, _)) if silent_for >= STALE => cap.min(reserve),
+        Some((cap, _, _)) => cap,
+    };
+    let others: u32 = others
+        .iter()
+        .map(|&(cap, silent)| if silent { cap.min(reserve) } else { cap })
+        .sum();
+    let room = budget.saturating_sub(others);
+    let cap = target(budget, &live, silent, me).min(room);
     sqlx::query(
         r#"
-        INSERT INTO p100_budget_members (id, host, pid) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE SET last_seen = now(), stopped_at = NULL
+        INSERT INTO p100_budget_members (id, host, pid, cap, busy, used)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (id) DO UPDATE
+           SET last_seen = now(), stopped_at = NULL, cap = excluded.cap,
+               busy = excluded.busy, used = excluded.used,
+               joined_at = CASE WHEN p100_budget_members.stopped_at IS NOT NULL
+                                  OR p100_budget_members.last_seen < now() - make_interval(secs => $7)
+                                THEN now() ELSE p100_budget_members.joined_at END
         "#,
     )
     .bind(me)
     .bind(host)
     .bind(pid)
+    .bind(cap as i32)
+    .bind(demand.busy)
+    .bind(demand.used as f32)
+    .bind(FORGET.as_secs_f64())
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(others == 0)
-}
-
-/// One beat: proves `me` alive, publishes a pause it was asked for, and reads the members and
-/// any pause. A member back from silence (absent to the others) is a joiner again: its
-/// membership restarts, so it waits [`JOIN_WAIT`] before spending a full share.
-pub async fn beat(
-    conn: &mut PgConnection,
-    me: &str,
-    host: &str,
-    pid: i32,
-    pause: Option<DateTime<Utc>>,
-) -> Result<View, Error> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let seen = sqlx::query(
-        r#"
-        INSERT INTO p100_budget_members (id, host, pid) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE
-           SET last_seen = now(), stopped_at = NULL,
-               joined_at = CASE WHEN p100_budget_members.last_seen < now() - make_interval(secs => $4)
-                                  OR p100_budget_members.stopped_at IS NOT NULL
-                                THEN now() ELSE p100_budget_members.joined_at END
-        RETURNING extract(epoch FROM now() - joined_at)::float8 AS member_for
-        "#,
-    )
-    .bind(me)
-    .bind(host)
-    .bind(pid)
-    .bind(STALE.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    let member_for: f64 = seen.try_get("member_for")?;
     if let Some(until) = pause {
         sqlx::query(
             r#"
@@ -146,37 +219,20 @@ pub async fn beat(
         .execute(&mut *tx)
         .await?;
     }
-    let rows = sqlx::query(
-        "SELECT id, last_seen > now() - make_interval(secs => $1) AS live
-           FROM p100_budget_members
-          WHERE stopped_at IS NULL AND last_seen > now() - make_interval(secs => $2)
-          ORDER BY id",
-    )
-    .bind(STALE.as_secs_f64())
-    .bind(FORGET.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
     let pause_left: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM paused_until - now())::float8 FROM p100_budget_pause
           WHERE paused_until > now()",
     )
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
-    let mut view = View {
-        live: Vec::new(),
-        absent: 0,
-        member_for: Duration::from_secs_f64(member_for.max(0.0)),
+    Ok(Beat {
+        tx,
+        previous,
+        cap,
+        live: live.len() as u32,
+        silent,
         pause_left: pause_left.map(|s| Duration::from_secs_f64(s.max(0.0))),
-    };
-    for row in rows {
-        if row.try_get::<bool, _>("live")? {
-            view.live.push(row.try_get("id")?);
-        } else {
-            view.absent += 1;
-        }
-    }
-    Ok(view)
+    })
 }
 
 /// Live members on `host`, with their process ids: a process that is gone from this host is
@@ -190,23 +246,16 @@ pub async fn members_on(conn: &mut PgConnection, host: &str) -> Result<Vec<(Stri
     .await?)
 }
 
-/// Marks members known dead as stopped: the others take their shares at their next beat.
+/// Marks members as stopped (known dead, or leaving): their caps are free at once.
 pub async fn retire(conn: &mut PgConnection, ids: &[String]) -> Result<(), Error> {
-    sqlx::query("UPDATE p100_budget_members SET stopped_at = now() WHERE id = ANY($1) AND stopped_at IS NULL")
-        .bind(ids)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Leaves cleanly: the others take the share at their next beat.
-pub async fn leave(conn: &mut PgConnection, me: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE p100_budget_members SET stopped_at = now() WHERE id = $1")
-        .bind(me)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(
-        "DELETE FROM p100_budget_members WHERE last_seen < now() - interval '1 day' OR (stopped_at IS NOT NULL AND stopped_at < now() - interval '1 hour')",
+        "UPDATE p100_budget_members SET stopped_at = now(), cap = 0 WHERE id = ANY($1) AND stopped_at IS NULL",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM p100_budget_members WHERE last_seen < now() - interval '1 day' OR stopped_at < now() - interval '1 hour'",
     )
     .execute(&mut *conn)
     .await?;
@@ -217,46 +266,61 @@ pub async fn leave(conn: &mut PgConnection, me: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    fn view(live: &[&str], absent: u32) -> View {
-        View {
-            live: live.iter().map(|s| (*s).to_owned()).collect(),
-            absent,
-            member_for: Duration::ZERO,
-            pause_left: None,
+    fn m(id: &str, busy: bool, used: f64) -> Member {
+        Member {
+            id: id.into(),
+            busy,
+            used,
         }
     }
 
-    #[test]
-    fn live_members_split_the_budget_exactly_and_absent_ones_keep_a_reserve() {
-        let v = view(&["a", "b", "c"], 0);
-        let shares: Vec<u32> = ["a", "b", "c"].iter().map(|m| share(10, &v, m)).collect();
-        assert_eq!(shares, vec![4, 3, 3]);
-        assert_eq!(share(10, &v, "stranger"), 0);
-
-        // One of four went silent: it may spend its reserve, the others split the rest.
-        let v = view(&["a", "b", "c"], 1);
-        let reserve = reserve(200, 4);
-        assert_eq!(reserve, 5);
-        let shares: Vec<u32> = ["a", "b", "c"].iter().map(|m| share(200, &v, m)).collect();
-        assert_eq!(shares.iter().sum::<u32>() + reserve, 200);
-        assert_eq!(shares, vec![65, 65, 65]);
+    fn targets(budget: u32, live: &[Member], silent: u32) -> Vec<u32> {
+        live.iter()
+            .map(|x| target(budget, live, silent, &x.id))
+            .collect()
     }
 
     #[test]
-    fn shares_never_sum_past_the_budget() {
+    fn with_nobody_busy_the_split_is_even_and_exact() {
+        let live = [m("a", false, 0.0), m("b", false, 0.0), m("c", false, 0.0)];
+        assert_eq!(targets(10, &live, 0), vec![4, 3, 3]);
+        assert_eq!(target(10, &live, 0, "stranger"), 0);
+        // One of four went silent: it keeps its reserve, the others split the rest.
+        assert_eq!(reserve(200, 4), 5);
+        assert_eq!(targets(200, &live, 1), vec![65, 65, 65]);
+    }
+
+    #[test]
+    fn a_busy_member_gets_what_idle_ones_do_not_use() {
+        let live = [m("a", true, 66.0), m("b", false, 0.0), m("c", false, 4.0)];
+        // Idle: b keeps the floor (66 / 20 = 3), c twice its use; a the rest.
+        assert_eq!(targets(200, &live, 0), vec![189, 3, 8]);
+        let live = [m("a", true, 90.0), m("b", true, 90.0), m("c", false, 1.0)];
+        assert_eq!(targets(200, &live, 0), vec![99, 98, 3]);
+    }
+
+    #[test]
+    fn targets_never_sum_past_the_budget() {
         for budget in [1, 2, 3, 7, 10, 99, 200, 1000] {
-            for live in 1..=7 {
-                for absent in 0..=3 {
-                    let ids: Vec<String> = (0..live).map(|i| format!("m{i}")).collect();
-                    let v = View {
-                        live: ids.clone(),
-                        absent,
-                        member_for: Duration::ZERO,
-                        pause_left: None,
-                    };
-                    let sum: u32 = ids.iter().map(|m| share(budget, &v, m)).sum();
-                    let reserves = absent * reserve(budget, v.members());
-                    assert_eq!(sum + reserves, budget, "{budget} {live} {absent}");
+            for n in 1..=6 {
+                for busy_mask in 0..(1u32 << n) {
+                    for silent in 0..=2 {
+                        let live: Vec<Member> = (0..n)
+                            .map(|i| {
+                                m(
+                                    &format!("m{i}"),
+                                    busy_mask & (1 << i) != 0,
+                                    f64::from(i * 7),
+                                )
+                            })
+                            .collect();
+                        let sum: u32 = targets(budget, &live, silent).iter().sum();
+                        let reserves = silent * reserve(budget, n + silent);
+                        assert!(
+                            sum + reserves <= budget,
+                            "{budget} {n} {busy_mask:b} {silent}: {sum}"
+                        );
+                    }
                 }
             }
         }
