@@ -459,7 +459,8 @@ pub struct SyncPosition {
 
 /// The cursor and the last deep re-read of an owner's history.
 pub async fn position(db: impl PgExecutor<'_>, owner: &Owner) -> Result<SyncPosition, Error> {
-    let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT cursor_at, deep_read_cursor_at FROM sync_cursors WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')",
     )
     .bind(owner.kind())
