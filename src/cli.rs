@@ -505,6 +505,35 @@ pub struct BenchCycleArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Instead of one cycle: H hours of the schedule in simulated time (partner sync every
+    /// 5 minutes, user sweep every 10, the nightly sync and reconciliation at the end), run in
+    /// this process on a generated day of traffic; reports P100 requests per simulated day
+    /// against the bound (every new row read once). Use with a small `--users` (e.g. 100).
+    #[arg(long)]
+    pub steady_hours: Option<u32>,
+    /// With `--steady-hours`: partner history rows P100 adds per simulated day.
+    #[arg(long, default_value_t = 200_000)]
+    pub partner_rows_per_day: u64,
+    /// With `--steady-hours`: history rows each user gains per simulated day.
+    #[arg(long, default_value_t = 10)]
+    pub user_rows_per_day: u64,
+    /// With `--steady-hours`: simulated hours run before measuring, so the measured hours sit
+    /// inside the daily deep re-read's period as in a long-running deployment.
+    #[arg(long, default_value_t = 12)]
+    pub warmup_hours: u32,
+    /// With `--steady-hours`: how far back each sync reads (`fixed`: 24 h behind the cursor
+    /// on every run, the behaviour before the overlap policy).
+    #[arg(long, value_enum, default_value_t = BenchOverlap::Policy)]
+    pub overlap: BenchOverlap,
+}
+
+/// How far back the syncs of `bench cycle --steady-hours` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOverlap {
+    /// `tx_sync`'s policy: a minute behind the cursor, a day once a day of P100 time.
+    Policy,
+    /// 24 h behind the cursor on every run.
+    Fixed,
 }
 
 /// `bench reconcile` arguments.

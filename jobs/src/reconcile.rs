@@ -488,7 +488,7 @@ async fn sync_all(
     for owner in owners {
         let (result, attempts) = crate::in_run_retry::retrying(
             |e: &SyncError| matches!(e, SyncError::P100(e) if crate::in_run_retry::p100_transient(e)),
-            || crate::tx_sync::sync(client, &ctx.pool, &owner, crate::tx_sync::DEFAULT_OVERLAP),
+            || crate::tx_sync::sync(client, &ctx.pool, &owner, crate::tx_sync::Overlap::Policy),
         )
         .await;
         // Each failed attempt made at least one call; a success made one per page.

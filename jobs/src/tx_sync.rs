@@ -1,8 +1,9 @@
 //! `tx_sync`: copies the partner's or one user's P100 transaction history into the ledger.
 //!
 //! Triggered by schedules (partner), sweeps (users) or `enqueue tx_sync`. Reads pages from the
-//! stored cursor minus an overlap window (rows change status later and come back with a newer
-//! `updatedAt`), and commits each page in one transaction: the transactions, their change
+//! stored cursor minus an overlap ([`Overlap`]: a minute behind where the previous run's read
+//! ended, and a day behind it once a day of P100's time, assumption A38), and commits each
+//! page in one transaction: the transactions, their change
 //! history, the postings or reversals their status implies, and the cursor. Safe to run any
 //! number of times: every fact is keyed (P100's id, payload hash, posting idempotency key), so
 //! replays, overlaps and restarts change nothing.
@@ -22,8 +23,89 @@ use sha2::{Digest, Sha256};
 use crate::context::JobContext;
 use crate::mapping;
 
-/// How far before the cursor each sync starts reading again.
-pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+/// How far behind the cursor a routine sync starts (assumption A38). Rows move forward when
+/// they change (a new `updatedAt`), so only a row P100 commits after a later one was served
+/// can appear behind the cursor; a commit is milliseconds to seconds late, and the clocks of
+/// P100's writers agree within milliseconds. A minute is ten times the worst we expect, and
+/// costs a 200,000-rows-a-day history 139 rows (1.4 pages) a run.
+pub const RECENT_OVERLAP: Duration = Duration::from_secs(60);
+
+/// How far behind the cursor a deep re-read starts: a row that appears later than
+/// [`RECENT_OVERLAP`] is still found within a day.
+pub const DEEP_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// P100 time (the cursor's clock) between deep re-reads: measured on the history's own
+/// `updatedAt`, so a history that is idle costs nothing and a simulated clock behaves.
+pub const DEEP_EVERY: Duration = DEEP_OVERLAP;
+
+/// How far behind the cursor a run starts reading again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// [`RECENT_OVERLAP`], or [`DEEP_OVERLAP`] when the last deep re-read is [`DEEP_EVERY`]
+    /// behind the cursor (or none is recorded).
+    Policy,
+    /// This far, whatever the last deep re-read (an operator's `overlap_seconds`); from
+    /// [`DEEP_OVERLAP`] up it counts as a deep re-read.
+    Fixed(Duration),
+}
+
+/// What a run read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// The whole history (no cursor yet).
+    #[default]
+    Full,
+    /// [`RECENT_OVERLAP`] behind the cursor.
+    Recent,
+    /// [`DEEP_OVERLAP`] behind the cursor.
+    Deep,
+    /// An explicit overlap.
+    Fixed,
+}
+
+impl Overlap {
+    /// The job argument: an explicit overlap wins over the policy. Clamped: a window beyond
+    /// ten years means "from the beginning" anyway.
+    pub fn from_seconds(overlap_seconds: Option<u64>) -> Overlap {
+        overlap_seconds.map_or(Overlap::Policy, |s| {
+            Overlap::Fixed(Duration::from_secs(s.min(10 * 365 * 86_400)))
+        })
+    }
+
+    /// Where a run starts (`None`: the beginning), what kind of read it is, and whether it
+    /// counts as a deep re-read.
+    pub fn plan(
+        self,
+        position: ledger::provider::SyncPosition,
+    ) -> (Option<DateTime<Utc>>, Window, bool) {
+        let Some(cursor) = position.cursor_at else {
+            return (None, Window::Full, true);
+        };
+        let behind = |by: Duration| {
+            let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+            Some(
+                cursor
+                    .checked_sub_signed(by)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            )
+        };
+        match self {
+            Overlap::Fixed(by) => (behind(by), Window::Fixed, by >= DEEP_OVERLAP),
+            Overlap::Policy => {
+                let every = chrono::Duration::from_std(DEEP_EVERY).unwrap_or(chrono::Duration::MAX);
+                let due = position
+                    .deep_read_cursor_at
+                    .is_none_or(|deep| cursor.signed_duration_since(deep) >= every);
+                if due {
+                    (behind(DEEP_OVERLAP), Window::Deep, true)
+                } else {
+                    (behind(RECENT_OVERLAP), Window::Recent, false)
+                }
+            }
+        }
+    }
+}
 
 /// Payload of `tx_sync`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,7 +119,7 @@ pub struct TxSyncArgs {
     /// One user's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Overlap window in seconds (default 24 h).
+    /// Overlap in seconds; without it, [`Overlap::Policy`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap_seconds: Option<u64>,
 }
@@ -438,6 +520,10 @@ pub async fn apply_page(
 /// Totals of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncSummary {
+    /// What the run read.
+    pub window: Window,
+    /// Where it started (`None`: the beginning).
+    pub read_from: Option<DateTime<Utc>>,
     /// Pages read.
     pub pages: usize,
     /// Times a block of rows sharing one `updatedAt` was read again from its first page
@@ -559,16 +645,13 @@ pub async fn sync(
     client: &p100::Client,
     pool: &ledger::PgPool,
     owner: &Owner,
-    overlap: Duration,
+    overlap: Overlap,
 ) -> Result<SyncSummary, SyncError> {
-    let cursor = ledger::provider::cursor(pool, owner).await?;
-    let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+    let position = ledger::provider::position(pool, owner).await?;
+    let (read_from, window, deep) = overlap.plan(position);
     let scope = crate::balances::scope_of(owner);
     let mut walk = Walk {
-        from: cursor.map(|c| {
-            c.checked_sub_signed(overlap)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        }),
+        from: read_from,
         block: None,
         page_no: 1,
         block_restarts: 0,
@@ -594,7 +677,12 @@ pub async fn sync(
         walk.block_restarts
     };
     let store = async move {
-        let mut summary = SyncSummary::default();
+        let mut summary = SyncSummary {
+            window,
+            read_from,
+            ..SyncSummary::default()
+        };
+        let mut read_to = position.cursor_at;
         while let Some(first) = pages_rx.recv().await {
             let mut batch = vec![first?];
             let mut failure = None;
@@ -612,6 +700,7 @@ pub async fn sync(
                 .iter()
                 .flat_map(|p| p.transactions.iter().map(observe))
                 .collect();
+            read_to = read_to.max(rows.iter().map(|r| r.updated_at).max());
             let undecodable = batch
                 .iter()
                 .flat_map(|p| p.undecodable.iter().map(observe_undecodable))
@@ -623,12 +712,14 @@ pub async fn sync(
                 return Err(e);
             }
         }
-        Ok(summary)
+        Ok((summary, read_to))
     };
     let (stored, block_restarts) = tokio::join!(store, fetch);
-    let mut summary = stored?;
+    let (mut summary, read_to) = stored?;
     summary.block_restarts = block_restarts;
-    ledger::provider::mark_synced(pool, owner).await?;
+    // Recorded only once every page is committed: a deep run that fails part-way leaves the
+    // next run deep too.
+    ledger::provider::mark_synced(pool, owner, read_to.filter(|_| deep)).await?;
     Ok(summary)
 }
 
@@ -666,13 +757,17 @@ pub async fn run(ctx: &JobContext, args: TxSyncArgs) -> Outcome {
     let Some(client) = &ctx.p100 else {
         return Outcome::dead("this process has no P100 client");
     };
-    // Clamped: a window beyond ten years means "from the beginning" anyway.
-    let overlap = args.overlap_seconds.map_or(DEFAULT_OVERLAP, |s| {
-        Duration::from_secs(s.min(10 * 365 * 86_400))
-    });
-    match sync(client, &ctx.pool, &owner, overlap).await {
+    match sync(
+        client,
+        &ctx.pool,
+        &owner,
+        Overlap::from_seconds(args.overlap_seconds),
+    )
+    .await
+    {
         Ok(summary) => {
             tracing::info!(
+                window = ?summary.window,
                 pages = summary.pages,
                 rows = summary.totals.rows,
                 new = summary.totals.new,

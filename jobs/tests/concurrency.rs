@@ -107,7 +107,7 @@ async fn sync(ctx: &JobContext, owner: &Owner) {
         ctx.p100.as_ref().unwrap(),
         &ctx.pool,
         owner,
-        jobs::tx_sync::DEFAULT_OVERLAP,
+        jobs::tx_sync::Overlap::Policy,
     )
     .await
     .unwrap_or_else(|e| panic!("sync of {owner}: {e}"));

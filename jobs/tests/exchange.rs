@@ -98,7 +98,7 @@ async fn a_locked_exchange_is_submitted_once_followed_to_completed_and_posted_on
         ctx.p100.as_ref().unwrap(),
         &pool,
         &Owner::Partner,
-        jobs::tx_sync::DEFAULT_OVERLAP,
+        jobs::tx_sync::Overlap::Policy,
     )
     .await
     .unwrap();

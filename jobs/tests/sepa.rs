@@ -103,7 +103,7 @@ async fn sync_partner(ctx: &JobContext) {
         ctx.p100.as_ref().unwrap(),
         &ctx.pool,
         &Owner::Partner,
-        jobs::tx_sync::DEFAULT_OVERLAP,
+        jobs::tx_sync::Overlap::Policy,
     )
     .await
     .unwrap();

@@ -379,7 +379,7 @@ async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_
             .times(1),
     );
 
-    let err = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+    let err = tx_sync::sync(&client, &pool, &owner, tx_sync::Overlap::Policy)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("P501"), "{err}");
@@ -393,7 +393,7 @@ async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_
         "36 pages were committed with their cursor before page 37 failed"
     );
 
-    let summary = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+    let summary = tx_sync::sync(&client, &pool, &owner, tx_sync::Overlap::Policy)
         .await
         .unwrap();
     assert!(summary.pages >= 100, "{} pages", summary.pages);
@@ -420,7 +420,7 @@ async fn ten_thousand_transactions_over_a_hundred_pages_sync_completely_through_
     assert_eq!(posted, completed, "one posting per completed transaction");
     ledger_matches_p100(&pool, &client, &owner).await;
 
-    let again = tx_sync::sync(&client, &pool, &owner, tx_sync::DEFAULT_OVERLAP)
+    let again = tx_sync::sync(&client, &pool, &owner, tx_sync::Overlap::Policy)
         .await
         .unwrap();
     assert_eq!(
@@ -503,7 +503,7 @@ async fn a_user_without_history_counts_as_synced_so_the_sweep_moves_on(pool: PgP
         &client(&sandbox.base_url()),
         &pool,
         &Owner::User("quiet".into()),
-        tx_sync::DEFAULT_OVERLAP,
+        tx_sync::Overlap::Policy,
     )
     .await
     .unwrap();
@@ -565,7 +565,7 @@ async fn sync_one_user(pool: &PgPool, user: &str, transactions: Vec<TxSpec>) {
     .unwrap();
     let client = client(&sandbox.base_url());
     let owner = Owner::User(user.into());
-    tx_sync::sync(&client, pool, &owner, tx_sync::DEFAULT_OVERLAP)
+    tx_sync::sync(&client, pool, &owner, tx_sync::Overlap::Policy)
         .await
         .unwrap();
     ledger_matches_p100(pool, &client, &owner).await;
@@ -850,7 +850,7 @@ async fn an_undecodable_row_is_kept_and_the_history_goes_on(pool: PgPool) {
         .mount(&server)
         .await;
     let client = client(&server.uri());
-    let summary = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::DEFAULT_OVERLAP)
+    let summary = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy)
         .await
         .unwrap();
     assert_eq!(summary.totals.rows, 3);
@@ -906,4 +906,190 @@ async fn a_reversed_row_completing_again_adopts_the_local_posting(pool: PgPool) 
         "debited once"
     );
     verify_clean(&pool).await;
+}
+
+// ---- How far back a sync reads (assumption A38): each failed on the fixed 24 h overlap. ----
+
+/// A partner history of `n` deposits one second apart ending at the sandbox's "now"; the
+/// first, `pending`, is still in flight.
+fn partner_rows(n: i64) -> Scenario {
+    let transactions = (0..n)
+        .map(|i| TxSpec {
+            id: Some(format!("p-{i:04}")),
+            status: if i == 0 { "PENDING" } else { "COMPLETED" }.into(),
+            amount: Decimal::new(100 + i, 2),
+            ..TxSpec::default()
+        })
+        .collect();
+    Scenario {
+        partner: p100_sandbox::PartnerSpec {
+            transactions,
+            ..Default::default()
+        },
+        ..Scenario::default()
+    }
+}
+
+async fn partner_cursor(pool: &PgPool) -> DateTime<Utc> {
+    ledger::provider::cursor(pool, &Owner::Partner)
+        .await
+        .unwrap()
+        .expect("a cursor")
+}
+
+/// Adds one completed partner deposit stamped with the sandbox's current time.
+fn one_new_row(sandbox: &Sandbox, id: &str) {
+    sandbox
+        .add_transactions(
+            "partner",
+            vec![TxSpec {
+                id: Some(id.into()),
+                amount: d("1"),
+                ..TxSpec::default()
+            }],
+        )
+        .unwrap();
+}
+
+/// The `from` of each partner history request since the last reset, in milliseconds.
+fn partner_froms(sandbox: &Sandbox) -> Vec<Option<i64>> {
+    sandbox
+        .request_stats()
+        .history_requests
+        .iter()
+        .filter(|r| r.owner == "partner")
+        .map(|r| r.from_ms)
+        .collect()
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_sync_soon_after_the_last_reads_only_a_minute_behind_where_it_ended(pool: PgPool) {
+    let running = Sandbox::from_scenario(partner_rows(250))
+        .spawn()
+        .await
+        .unwrap();
+    let sandbox = running.sandbox();
+    let client = client(&running.base_url());
+    let first = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy)
+        .await
+        .unwrap();
+    assert_eq!(first.window, tx_sync::Window::Full);
+    let cursor = partner_cursor(&pool).await;
+
+    sandbox.advance_clock(Duration::from_secs(300));
+    one_new_row(sandbox, "p-new");
+    sandbox.reset_stats();
+    let second = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy)
+        .await
+        .unwrap();
+
+    assert_eq!(second.window, tx_sync::Window::Recent);
+    assert_eq!(
+        partner_froms(sandbox),
+        [Some(
+            (cursor - chrono::Duration::seconds(60)).timestamp_millis()
+        )],
+        "one request, from a minute before the cursor (not a day: 3 pages)"
+    );
+    assert_eq!(second.totals.new, 1);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_status_change_committed_behind_the_cursor_inside_the_margin_is_picked_up(pool: PgPool) {
+    let running = Sandbox::from_scenario(partner_rows(250))
+        .spawn()
+        .await
+        .unwrap();
+    let sandbox = running.sandbox();
+    let client = client(&running.base_url());
+    tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy)
+        .await
+        .unwrap();
+    let cursor = partner_cursor(&pool).await;
+
+    // Five minutes on, P100 commits the pending deposit's completion stamped 30 s before the
+    // newest row the first sync read.
+    sandbox.advance_clock(Duration::from_secs(300));
+    sandbox
+        .commit_version(
+            "partner",
+            "p-0000",
+            "COMPLETED",
+            cursor - chrono::Duration::seconds(30),
+        )
+        .unwrap();
+    sandbox.reset_stats();
+    let second = tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy)
+        .await
+        .unwrap();
+
+    assert_eq!(second.totals.changed, 1, "{second:?}");
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM provider_transactions WHERE provider_tx_id = 'p-0000'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "COMPLETED");
+    ledger_matches_p100(&pool, &client, &Owner::Partner).await;
+    assert_eq!(partner_froms(sandbox).len(), 1, "read in one request");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_day_of_p100_time_after_the_last_deep_read_one_run_reads_a_day_again(pool: PgPool) {
+    let running = Sandbox::from_scenario(partner_rows(10))
+        .spawn()
+        .await
+        .unwrap();
+    let sandbox = running.sandbox();
+    let client = client(&running.base_url());
+    let hour = Duration::from_secs(3600);
+    let sync = || tx_sync::sync(&client, &pool, &Owner::Partner, tx_sync::Overlap::Policy);
+    assert_eq!(sync().await.unwrap().window, tx_sync::Window::Full);
+
+    // Twelve hours of P100 time, then another twelve and a minute: a day has passed on the
+    // wall clock of the history, but the run that sees it still starts at the cursor it had.
+    sandbox.advance_clock(12 * hour);
+    one_new_row(sandbox, "p-12h");
+    assert_eq!(sync().await.unwrap().window, tx_sync::Window::Recent);
+    sandbox.advance_clock(12 * hour + Duration::from_secs(60));
+    one_new_row(sandbox, "p-24h");
+    assert_eq!(sync().await.unwrap().window, tx_sync::Window::Recent);
+    let cursor = partner_cursor(&pool).await;
+
+    // The pending deposit completes, committed 12 h behind the cursor: far outside the margin.
+    sandbox
+        .commit_version(
+            "partner",
+            "p-0000",
+            "COMPLETED",
+            cursor - chrono::Duration::hours(12),
+        )
+        .unwrap();
+    sandbox.reset_stats();
+    let deep = sync().await.unwrap();
+    assert_eq!(deep.window, tx_sync::Window::Deep);
+    assert_eq!(
+        partner_froms(sandbox).first().copied().flatten(),
+        Some((cursor - chrono::Duration::hours(24)).timestamp_millis())
+    );
+    assert_eq!(
+        deep.totals.changed, 1,
+        "the late completion is read: {deep:?}"
+    );
+    ledger_matches_p100(&pool, &client, &Owner::Partner).await;
+
+    // Once: the next runs are recent again.
+    sandbox.advance_clock(Duration::from_secs(300));
+    one_new_row(sandbox, "p-24h5m");
+    let cursor = partner_cursor(&pool).await;
+    sandbox.reset_stats();
+    let after = sync().await.unwrap();
+    assert_eq!(after.window, tx_sync::Window::Recent);
+    assert_eq!(
+        partner_froms(sandbox),
+        [Some(
+            (cursor - chrono::Duration::seconds(60)).timestamp_millis()
+        )]
+    );
 }

@@ -299,7 +299,7 @@ async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_js
         &client,
         &pool,
         &ledger::Owner::Partner,
-        jobs::tx_sync::DEFAULT_OVERLAP,
+        jobs::tx_sync::Overlap::Policy,
     )
     .await?;
     let sync_secs = started.elapsed().as_secs_f64();

@@ -17,7 +17,7 @@ use crate::UsageError;
 use crate::cli::BenchCycleArgs;
 use crate::settings::Settings;
 
-const CURRENCIES: [&str; 3] = ["eur", "btc", "usdc"];
+pub(super) const CURRENCIES: [&str; 3] = ["eur", "btc", "usdc"];
 /// Rows per history page the daemon asks for (P100's maximum).
 const PAGE: u64 = p100::MAX_PAGE_SIZE as u64;
 /// One user in this many has a balance P100 changed behind our back (a designed drift).
@@ -26,6 +26,9 @@ const DRIFT_EVERY: usize = 50;
 const LONG_EVERY: usize = 97;
 
 pub async fn run(settings: &Settings, args: BenchCycleArgs) -> anyhow::Result<ExitCode> {
+    if args.steady_hours.is_some() {
+        return super::bench_steady::run(settings, args).await;
+    }
     if args.users == 0 || args.rps == 0 || args.replicas == 0 {
         return Err(UsageError("--users, --rps and --replicas must be at least 1".into()).into());
     }
@@ -55,14 +58,14 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn user_id(u: usize) -> String {
+pub(super) fn user_id(u: usize) -> String {
     format!("cycle-{u:06}")
 }
 
 /// One generated history row: deposits first (so balances stay positive), then debits;
 /// 1 in 25 FAILED (never in the balance). No SEPA or exchange rows: without local operations
 /// they would be genuine `missing_locally` findings, not designed ones.
-fn row(seed: u64, u: u64, k: u64, currency: &str) -> TxSpec {
+pub(super) fn row(seed: u64, u: u64, k: u64, currency: &str) -> TxSpec {
     let h = mix(seed, u, k);
     let scale = if currency == "btc" {
         Decimal::new(1, 5)

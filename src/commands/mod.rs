@@ -10,6 +10,7 @@ mod balances;
 mod bench;
 mod bench_cycle;
 mod bench_reconcile;
+mod bench_steady;
 pub mod daemon;
 mod demo;
 mod discrepancies;

@@ -447,16 +447,56 @@ pub async fn cursor(
     Ok(cursor.flatten())
 }
 
-/// Records that an owner's history was read to the end now, even if it had no rows.
-pub async fn mark_synced(db: impl PgExecutor<'_>, owner: &Owner) -> Result<(), Error> {
+/// Where an owner's history stands, in P100's time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncPosition {
+    /// The latest `updatedAt` committed (`None`: nothing read yet).
+    pub cursor_at: Option<DateTime<Utc>>,
+    /// The cursor when the last deep re-read (or whole-history read) finished (`None`: none
+    /// recorded).
+    pub deep_read_cursor_at: Option<DateTime<Utc>>,
+}
+
+/// The cursor and the last deep re-read of an owner's history.
+pub async fn position(db: impl PgExecutor<'_>, owner: &Owner) -> Result<SyncPosition, Error> {
+    type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT cursor_at, deep_read_cursor_at FROM sync_cursors WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')",
+    )
+    .bind(owner.kind())
+    .bind(owner.external_user_id())
+    .fetch_optional(db)
+    .await?;
+    Ok(
+        row.map_or_else(SyncPosition::default, |(cursor_at, deep_read_cursor_at)| {
+            SyncPosition {
+                cursor_at,
+                deep_read_cursor_at,
+            }
+        }),
+    )
+}
+
+/// Records that an owner's history was read to the end now, even if it had no rows. With
+/// `deep_read_to`, the read reached at least a day behind the cursor (or the whole history)
+/// and read up to that `updatedAt`: the deep re-read is recorded there (never moved back).
+pub async fn mark_synced(
+    db: impl PgExecutor<'_>,
+    owner: &Owner,
+    deep_read_to: Option<DateTime<Utc>>,
+) -> Result<(), Error> {
     sqlx::query(
         r#"
-        INSERT INTO sync_cursors (owner_kind, external_user_id, cursor_at) VALUES ($1, $2, NULL)
-        ON CONFLICT (owner_kind, external_user_id) DO UPDATE SET synced_at = now()
+        INSERT INTO sync_cursors (owner_kind, external_user_id, cursor_at, deep_read_cursor_at)
+            VALUES ($1, $2, NULL, $3)
+        ON CONFLICT (owner_kind, external_user_id) DO UPDATE
+            SET synced_at = now(),
+                deep_read_cursor_at = GREATEST(sync_cursors.deep_read_cursor_at, EXCLUDED.deep_read_cursor_at)
         "#,
     )
     .bind(owner.kind())
     .bind(owner.external_user_id())
+    .bind(deep_read_to)
     .execute(db)
     .await?;
     Ok(())

@@ -78,7 +78,7 @@ pub use scenario::{
     SepaConfig, SepaSpec, TxSpec, TxStep, UserSpec,
 };
 pub use state::{ExchangeInfo, KycView, PARTNER};
-pub use stats::RequestStats;
+pub use stats::{HistoryRequest, RequestStats};
 
 use faults::FaultSet;
 use generator::Generated;
@@ -408,6 +408,19 @@ impl Sandbox {
             st.add_transactions(owner, txs, now, now)
                 .map_err(ControlError::Invalid)
         })
+    }
+
+    /// Gives a stored row a new status at `updated_at`, which may lie behind rows already
+    /// served (a change P100 commits late). In process only.
+    pub fn commit_version(
+        &self,
+        owner: &str,
+        id: &str,
+        status: &str,
+        updated_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ControlError> {
+        self.with_state(|st, _| st.commit_version(owner, id, status, updated_at.timestamp_millis()))
+            .map_err(|e| control_err(owner, e))
     }
 
     /// Adds SEPA transfers (`POST /__control/sepa`); returns their ids.

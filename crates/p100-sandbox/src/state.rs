@@ -660,6 +660,39 @@ impl State {
         Ok(())
     }
 
+    /// A new version of a stored row with the status and `updatedAt` given: P100 committing a
+    /// change whose `updatedAt` lies behind rows it has served since. A version never goes back
+    /// behind the row's current one.
+    pub fn commit_version(
+        &mut self,
+        owner_id: &str,
+        tx_id: &str,
+        status: &str,
+        updated_ms: Ms,
+    ) -> Result<(), StateError> {
+        let owner = self.owner_mut(owner_id).ok_or(StateError::UnknownUser)?;
+        let i = *owner
+            .index
+            .get(tx_id)
+            .ok_or_else(|| StateError::Invalid(format!("no transaction {tx_id:?}")))?;
+        let tx = &owner.txs[i];
+        if updated_ms < tx.updated_ms {
+            return Err(StateError::Invalid(format!(
+                "transaction {tx_id:?} is already at a later updatedAt"
+            )));
+        }
+        if !tx.hidden {
+            owner.order.remove(&(tx.updated_ms, tx.id.clone()));
+        }
+        let tx = &mut owner.txs[i];
+        tx.status = status.to_owned();
+        tx.updated_ms = updated_ms;
+        if !tx.hidden {
+            owner.order.insert((updated_ms, tx.id.clone()), i);
+        }
+        Ok(())
+    }
+
     pub fn set_kyc(&mut self, user: &str, kyc: Option<KycSpec>, now: Ms) -> Result<(), StateError> {
         if user == PARTNER {
             return Err(StateError::Invalid("the partner has no KYC".into()));

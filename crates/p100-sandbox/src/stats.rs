@@ -1,12 +1,28 @@
 //! Request counters, read by `GET /__control/stats`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
 /// Seconds of `per_second` history kept; older seconds are dropped so a long benchmark cannot
 /// grow the map without bound.
 const PER_SECOND_KEEP: usize = 86_400;
+
+/// History requests kept in [`RequestStats::history_requests`]; older ones are dropped.
+const HISTORY_KEEP: usize = 10_000;
+
+/// One history request as P100 parsed it: which history, and the window and page asked for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// `"partner"` or the external user id.
+    pub owner: String,
+    /// `from` in milliseconds since the epoch (`None` when not sent).
+    pub from_ms: Option<i64>,
+    /// `to` in milliseconds since the epoch (`None` when not sent).
+    pub to_ms: Option<i64>,
+    /// Page number.
+    pub page: u64,
+}
 
 /// A snapshot of the counters.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -30,12 +46,16 @@ pub struct RequestStats {
     pub responses: BTreeMap<String, u64>,
     /// Requests on which at least one fault fired.
     pub faults_fired: u64,
+    /// The latest history requests that passed validation, oldest first (at most 10,000), so
+    /// a test can tell how far back a sync read.
+    pub history_requests: Vec<HistoryRequest>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub snap: RequestStats,
     per_second: BTreeMap<i64, u64>,
+    history: VecDeque<HistoryRequest>,
 }
 
 impl Stats {
@@ -46,6 +66,13 @@ impl Stats {
         while self.per_second.len() > PER_SECOND_KEEP {
             self.per_second.pop_first();
         }
+    }
+
+    pub fn record_history(&mut self, request: HistoryRequest) {
+        if self.history.len() == HISTORY_KEEP {
+            self.history.pop_front();
+        }
+        self.history.push_back(request);
     }
 
     pub fn record_response(&mut self, status: &str) {
@@ -71,6 +98,7 @@ impl Stats {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
+        s.history_requests = self.history.iter().cloned().collect();
         s
     }
 

@@ -88,6 +88,14 @@ fn history(sb: &Sandbox, owner: &str, q: RawQuery) -> Response {
         Ok(query) => query,
         Err(problems) => return error::validation(&problems),
     };
+    sb.with_stats(|s| {
+        s.record_history(crate::stats::HistoryRequest {
+            owner: owner.to_owned(),
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+            page: query.page,
+        })
+    });
     let page = sb.with_state(|st, now| st.history(owner, query, now));
     let Some(page) = page else {
         return error::invalid_user();
