@@ -141,6 +141,10 @@ pub struct DaemonArgs {
     /// Only these job kinds (comma-separated) [default: all].
     #[arg(long, value_name = "KINDS")]
     pub kinds: Option<String>,
+    /// Most database connections of the pool (default: sized from P100_MAX_RPS, 20–100); with
+    /// several replicas, keep their sum under the server's max_connections.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 /// `enqueue` arguments.

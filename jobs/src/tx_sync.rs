@@ -34,6 +34,12 @@ pub const RECENT_OVERLAP: Duration = Duration::from_secs(60);
 /// [`RECENT_OVERLAP`] is still found within a day.
 pub const DEEP_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
+/// A busy day is checked per window of this length.
+pub const CHECK_WINDOW: Duration = Duration::from_secs(3600);
+/// A day that differs with at most this many rows is read again whole (ten pages: cheaper
+/// than counting it hour by hour).
+const REREAD_ROWS: u64 = 1_000;
+
 /// P100 time (the cursor's clock) between deep re-reads: measured on the history's own
 /// `updatedAt`, so a history that is idle costs nothing and a simulated clock behaves.
 pub const DEEP_EVERY: Duration = DEEP_OVERLAP;
@@ -531,6 +537,11 @@ pub struct SyncSummary {
     pub block_restarts: usize,
     /// Totals over the pages.
     pub totals: PageStats,
+    /// Windows of the day behind the cursor whose row count was compared with P100's (the
+    /// daily check: the day, then its hours when it differs and is busy).
+    pub windows_checked: usize,
+    /// Of those, windows whose counts differed and were read again.
+    pub windows_reread: usize,
 }
 
 /// Rows sharing one `updatedAt` that fill a whole page: read with `from = to = at` by page
@@ -548,6 +559,8 @@ const TIME_STEP: chrono::Duration = chrono::Duration::milliseconds(1);
 #[derive(Debug, Clone, Copy)]
 struct Walk {
     from: Option<DateTime<Utc>>,
+    /// The last instant read (inclusive); `None`: to the end of the history.
+    until: Option<DateTime<Utc>>,
     block: Option<SameInstantBlock>,
     page_no: u32,
     block_restarts: usize,
@@ -557,7 +570,7 @@ impl Walk {
     fn query(&self) -> HistoryQuery {
         HistoryQuery {
             from: self.block.map(|b| b.at).or(self.from),
-            to: self.block.map(|b| b.at),
+            to: self.block.map(|b| b.at).or(self.until),
             size: p100::MAX_PAGE_SIZE,
         }
     }
@@ -649,9 +662,134 @@ pub async fn sync(
 ) -> Result<SyncSummary, SyncError> {
     let position = ledger::provider::position(pool, owner).await?;
     let (read_from, window, deep) = overlap.plan(position);
+    // The policy's daily deep re-read is a check: the recent window is read as usual, then
+    // each hour of the day behind the cursor is counted at P100 (one request) and read again
+    // only where P100 counts other rows than the ledger holds.
+    let check = match (overlap, window, position.cursor_at) {
+        (Overlap::Policy, Window::Deep, Some(cursor)) => Some(cursor),
+        _ => None,
+    };
+    let read_from = match check {
+        Some(cursor) => Some(behind(cursor, RECENT_OVERLAP)),
+        None => read_from,
+    };
+    let (mut summary, read_to) = walk(client, pool, owner, read_from, None).await?;
+    // The cursor stands where it stood when nothing newer was read.
+    let read_to = read_to.max(position.cursor_at);
+    summary.window = window;
+    summary.read_from = read_from;
+    if let Some(cursor) = check {
+        check_day(client, pool, owner, cursor, &mut summary).await?;
+    }
+    // Recorded only once every page is committed: a deep run that fails part-way leaves the
+    // next run deep too.
+    ledger::provider::mark_synced(pool, owner, read_to.filter(|_| deep)).await?;
+    Ok(summary)
+}
+
+/// `at` less `by`, or the beginning of time.
+fn behind(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_sub_signed(by))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The daily check of the day behind `cursor`: P100's row count for the day (a one-row page's
+/// `total`) against the ledger's; when they differ, a day of few rows is read again whole, a
+/// busy one per [`CHECK_WINDOW`] the same way, reading again only the windows that differ.
+/// A row that changed moves to a later window at P100 and, once synced, here too; a row the
+/// sync never saw leaves its window short. Undecodable rows are not counted here, so their
+/// window is read again every day (harmless: reads are idempotent).
+async fn check_day(
+    client: &p100::Client,
+    pool: &ledger::PgPool,
+    owner: &Owner,
+    cursor: DateTime<Utc>,
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
+    let day = (behind(cursor, DEEP_OVERLAP), cursor);
+    let Some(rows) = differs(client, pool, owner, day, summary).await? else {
+        return Ok(());
+    };
+    if rows <= REREAD_ROWS {
+        return reread(client, pool, owner, day, summary).await;
+    }
+    let step = chrono::Duration::from_std(CHECK_WINDOW).unwrap_or(chrono::Duration::hours(1));
+    let mut from = day.0;
+    while from <= cursor {
+        let window = (from, (from + step - TIME_STEP).min(cursor));
+        if differs(client, pool, owner, window, summary)
+            .await?
+            .is_some()
+        {
+            reread(client, pool, owner, window, summary).await?;
+        }
+        from = window.1 + TIME_STEP;
+    }
+    Ok(())
+}
+
+/// P100's row count for `[from, to]` when it differs from the ledger's.
+async fn differs(
+    client: &p100::Client,
+    pool: &ledger::PgPool,
+    owner: &Owner,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    summary: &mut SyncSummary,
+) -> Result<Option<u64>, SyncError> {
+    let query = HistoryQuery {
+        from: Some(from),
+        to: Some(to),
+        size: 1,
+    };
+    let scope = crate::balances::scope_of(owner);
+    let theirs = client.transactions_page(&scope, &query, 1).await?.total;
+    let ours = ledger::provider::rows_updated_between(pool, owner, from, to).await?;
+    summary.windows_checked += 1;
+    if theirs == ours {
+        return Ok(None);
+    }
+    tracing::info!(
+        %owner,
+        from = %from,
+        to = %to,
+        p100_rows = theirs,
+        ledger_rows = ours,
+        "P100's history counts other rows than the ledger holds; reading them again"
+    );
+    Ok(Some(theirs))
+}
+
+/// Reads `[from, to]` again whole.
+async fn reread(
+    client: &p100::Client,
+    pool: &ledger::PgPool,
+    owner: &Owner,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
+    let (part, _) = walk(client, pool, owner, Some(from), Some(to)).await?;
+    summary.windows_reread += 1;
+    summary.pages += part.pages;
+    summary.block_restarts += part.block_restarts;
+    summary.totals.add(&part.totals);
+    Ok(())
+}
+
+/// Reads every page of `[from, until]` (`None`: the beginning, the end) and applies them in
+/// order; returns the totals and the latest `updatedAt` committed.
+async fn walk(
+    client: &p100::Client,
+    pool: &ledger::PgPool,
+    owner: &Owner,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(SyncSummary, Option<DateTime<Utc>>), SyncError> {
     let scope = crate::balances::scope_of(owner);
     let mut walk = Walk {
-        from: read_from,
+        from,
+        until,
         block: None,
         page_no: 1,
         block_restarts: 0,
@@ -677,12 +815,8 @@ pub async fn sync(
         walk.block_restarts
     };
     let store = async move {
-        let mut summary = SyncSummary {
-            window,
-            read_from,
-            ..SyncSummary::default()
-        };
-        let mut read_to = position.cursor_at;
+        let mut summary = SyncSummary::default();
+        let mut read_to = None;
         while let Some(first) = pages_rx.recv().await {
             let mut batch = vec![first?];
             let mut failure = None;
@@ -717,10 +851,7 @@ pub async fn sync(
     let (stored, block_restarts) = tokio::join!(store, fetch);
     let (mut summary, read_to) = stored?;
     summary.block_restarts = block_restarts;
-    // Recorded only once every page is committed: a deep run that fails part-way leaves the
-    // next run deep too.
-    ledger::provider::mark_synced(pool, owner, read_to.filter(|_| deep)).await?;
-    Ok(summary)
+    Ok((summary, read_to))
 }
 
 impl PageStats {

@@ -253,6 +253,7 @@ async fn start_daemon(
     url: &str,
     sandbox: &str,
     budget_rps: u32,
+    max_connections: u32,
     dir: &Path,
 ) -> anyhow::Result<(Daemon, u16)> {
     let port = free_port()?;
@@ -261,6 +262,8 @@ async fn start_daemon(
             "daemon",
             "--kinds",
             "tx_sync,reconcile,report,exchange_finalize",
+            "--max-connections",
+            &max_connections.to_string(),
             "--schedule",
         ])
         .arg(dir.join("schedule.toml"))
@@ -414,9 +417,17 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
     let mut daemons = Vec::new();
     for _ in 0..args.replicas {
         daemons.push(
-            start_daemon(url, &sandbox.base_url(), args.rps, dir.path())
-                .await?
-                .0,
+            // Postgres serves 100 connections here: the replicas' pools share 72 of them,
+            // the rest is left to their keepers' own connections and to this bench.
+            start_daemon(
+                url,
+                &sandbox.base_url(),
+                args.rps,
+                (72 / args.replicas as u32).clamp(4, 40),
+                dir.path(),
+            )
+            .await?
+            .0,
         );
     }
     // The probes' exchanges end FAILED at P100: nothing moves, the designed findings stay.

@@ -125,7 +125,11 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     );
     let schedule = Arc::new(schedule);
     // A sync holds a connection only while it commits a page; half its slots is ample.
-    let pool_size = (20 + sync_concurrency / 2).min(100) as u32;
+    let pool_size = match args.max_connections {
+        Some(0) => return Err(UsageError("--max-connections must be at least 1".into()).into()),
+        Some(n) => n,
+        None => (20 + sync_concurrency / 2).min(100) as u32,
+    };
     let pool = crate::db::connect(url, pool_size).await?;
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
 

@@ -477,6 +477,29 @@ pub async fn position(db: impl PgExecutor<'_>, owner: &Owner) -> Result<SyncPosi
     )
 }
 
+/// Rows of an owner's history whose latest version held here was updated within
+/// `[from, to]` (both inclusive, like P100's history filter): what P100's `total` for the same
+/// window should say when nothing is missing.
+pub async fn rows_updated_between(
+    db: impl PgExecutor<'_>,
+    owner: &Owner,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u64, Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM provider_transactions
+          WHERE owner_kind = $1 AND COALESCE(external_user_id, '') = COALESCE($2, '')
+            AND updated_at BETWEEN $3 AND $4",
+    )
+    .bind(owner.kind())
+    .bind(owner.external_user_id())
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
 /// Records that an owner's history was read to the end now, even if it had no rows. With
 /// `deep_read_to`, the read reached at least a day behind the cursor (or the whole history)
 /// and read up to that `updatedAt`: the deep re-read is recorded there (never moved back).

@@ -106,3 +106,58 @@ async fn a_silent_member_is_counted_at_its_reserve_and_starts_again_from_it(pool
     let b = beat(&pool, "b", true, 10.0).await;
     assert_eq!(b, 100);
 }
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_pause_one_member_publishes_holds_every_member(pool: PgPool) {
+    beat(&pool, "a", false, 0.0).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let published = budget::beat(
+        &mut conn,
+        "b",
+        ("test-host", 2),
+        BUDGET,
+        Demand {
+            busy: false,
+            used: 0.0,
+        },
+        Some(until),
+    )
+    .await
+    .unwrap();
+    published.commit().await.unwrap();
+    // A shorter pause published later does not cut the longer one short.
+    let shorter = budget::beat(
+        &mut conn,
+        "b",
+        ("test-host", 2),
+        BUDGET,
+        Demand {
+            busy: false,
+            used: 0.0,
+        },
+        Some(chrono::Utc::now() + chrono::Duration::seconds(5)),
+    )
+    .await
+    .unwrap();
+    shorter.commit().await.unwrap();
+
+    let seen = budget::beat(
+        &mut conn,
+        "a",
+        ("test-host", 1),
+        BUDGET,
+        Demand {
+            busy: false,
+            used: 0.0,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let left = seen.pause_left.expect("a sees b's pause");
+    assert!(
+        left > std::time::Duration::from_secs(25) && left <= std::time::Duration::from_secs(30),
+        "{left:?}"
+    );
+}
