@@ -13,6 +13,9 @@ use tokio::time::Instant;
 
 use queue::budget;
 
+/// A member sending at least this fraction of its share counts as busy.
+const BUSY_USE: f64 = 0.8;
+
 /// How the budget is shared (`P100_BUDGET`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -118,7 +121,10 @@ impl Keeper {
     /// One beat: lowers the share before the lower cap commits, raises it only after.
     async fn beat(&mut self) -> anyhow::Result<()> {
         let sent = Instant::now();
-        let (busy, used) = self.client.take_demand();
+        let (starved, used) = self.client.take_demand();
+        // Wanting more: requests waited for a full window, or the share is all but spent
+        // (a job whose concurrency just fills its share never sees a full window).
+        let busy = starved || used >= f64::from(self.client.share()) * BUSY_USE;
         let pause = *self.client.rate_limited().borrow();
         let pause = pause.filter(|p| Some(*p) != self.published);
         let (budget_rps, client) = (self.budget, self.client.clone());
