@@ -286,13 +286,7 @@ async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_js
     })
     .spawn()
     .await?;
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse()?,
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
-    // No rate limit: the benchmark measures our side.
-    config.max_rps = std::num::NonZeroU32::MAX;
-    let client = p100::Client::new(config)?;
+    let client = unlimited_client(&sandbox.base_url())?;
 
     let started = Instant::now();
     let summary = jobs::tx_sync::sync(
@@ -386,4 +380,15 @@ async fn ingest_in(url: &str, args: &BenchIngestArgs) -> anyhow::Result<serde_js
         "pages": summary.pages,
         "postings": summary.totals.posted,
     }))
+}
+
+/// A client of an in-process sandbox with no rate limit: benchmarks that count requests or
+/// measure our side must not be paced by a limiter.
+pub(crate) fn unlimited_client(sandbox_url: &str) -> anyhow::Result<p100::Client> {
+    let mut config = p100::Config::new(
+        sandbox_url.parse()?,
+        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
+    );
+    config.max_rps = std::num::NonZeroU32::MAX;
+    Ok(p100::Client::new(config)?)
 }

@@ -56,15 +56,9 @@ async fn bench_in(
     .await?;
     seed_ledger(&pool, &sandbox, users, &currencies).await?;
 
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse()?,
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
-    // No rate limit: the benchmark measures our side.
-    config.max_rps = std::num::NonZeroU32::MAX;
     let ctx = JobContext {
         pool: pool.clone(),
-        p100: Some(p100::Client::new(config)?),
+        p100: Some(super::bench::unlimited_client(&sandbox.base_url())?),
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir,

@@ -220,13 +220,8 @@ async fn steady_in(
     })
     .spawn()
     .await?;
-    let mut config = p100::Config::new(
-        sandbox.base_url().parse()?,
-        p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
-    );
     // No rate limit: requests are counted, not timed.
-    config.max_rps = std::num::NonZeroU32::MAX;
-    let client = p100::Client::new(config)?;
+    let client = super::bench::unlimited_client(&sandbox.base_url())?;
     ledger::users::track(
         &pool,
         &ids,

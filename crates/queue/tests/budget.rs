@@ -9,6 +9,17 @@ use sqlx::PgPool;
 const BUDGET: u32 = 200;
 
 async fn beat(pool: &PgPool, me: &str, busy: bool, used: f64) -> u32 {
+    beat_publishing(pool, me, busy, used, None).await.0
+}
+
+/// One committed beat of `me`, publishing `pause`: its cap and the pause it saw.
+async fn beat_publishing(
+    pool: &PgPool,
+    me: &str,
+    busy: bool,
+    used: f64,
+    pause: Option<chrono::DateTime<chrono::Utc>>,
+) -> (u32, Option<std::time::Duration>) {
     let mut conn = pool.acquire().await.unwrap();
     let beat = budget::beat(
         &mut conn,
@@ -16,13 +27,13 @@ async fn beat(pool: &PgPool, me: &str, busy: bool, used: f64) -> u32 {
         ("test-host", 1),
         BUDGET,
         Demand { busy, used },
-        None,
+        pause,
     )
     .await
     .unwrap();
-    let cap = beat.cap;
+    let seen = (beat.cap, beat.pause_left);
     beat.commit().await.unwrap();
-    cap
+    seen
 }
 
 async fn caps(pool: &PgPool) -> Vec<(String, i32)> {
@@ -110,52 +121,14 @@ async fn a_silent_member_is_counted_at_its_reserve_and_starts_again_from_it(pool
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn a_pause_one_member_publishes_holds_every_member(pool: PgPool) {
     beat(&pool, "a", false, 0.0).await;
-    let mut conn = pool.acquire().await.unwrap();
     let until = chrono::Utc::now() + chrono::Duration::seconds(30);
-    let published = budget::beat(
-        &mut conn,
-        "b",
-        ("test-host", 2),
-        BUDGET,
-        Demand {
-            busy: false,
-            used: 0.0,
-        },
-        Some(until),
-    )
-    .await
-    .unwrap();
-    published.commit().await.unwrap();
+    beat_publishing(&pool, "b", false, 0.0, Some(until)).await;
     // A shorter pause published later does not cut the longer one short.
-    let shorter = budget::beat(
-        &mut conn,
-        "b",
-        ("test-host", 2),
-        BUDGET,
-        Demand {
-            busy: false,
-            used: 0.0,
-        },
-        Some(chrono::Utc::now() + chrono::Duration::seconds(5)),
-    )
-    .await
-    .unwrap();
-    shorter.commit().await.unwrap();
+    let shorter = chrono::Utc::now() + chrono::Duration::seconds(5);
+    beat_publishing(&pool, "b", false, 0.0, Some(shorter)).await;
 
-    let seen = budget::beat(
-        &mut conn,
-        "a",
-        ("test-host", 1),
-        BUDGET,
-        Demand {
-            busy: false,
-            used: 0.0,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let left = seen.pause_left.expect("a sees b's pause");
+    let (_, left) = beat_publishing(&pool, "a", false, 0.0, None).await;
+    let left = left.expect("a sees b's pause");
     assert!(
         left > std::time::Duration::from_secs(25) && left <= std::time::Duration::from_secs(30),
         "{left:?}"
