@@ -108,6 +108,38 @@ pub enum Command {
     /// Measurements; each prints one JSON line with its figure and a baseline from the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The inbox of P100's webhook deliveries: what each named and what it led to.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `webhooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries, newest first.
+    List {
+        /// Only this route (kyc, user, poa-verification, sepa-transfer, sepa-deposit,
+        /// crypto-deposit, crypto-withdrawal, exchange, p2p-transfer, card-transaction).
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
+        /// Only this state: accepted, rejected or ignored.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery with its body.
+    Show {
+        /// The delivery's id (from `webhooks list`).
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `daemon` arguments.

@@ -1,4 +1,5 @@
-//! The daemon's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`.
+//! The daemon's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, and P100's webhooks
+//! ([`crate::webhooks`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,15 +22,19 @@ pub struct HttpState {
     pub p100: Arc<AtomicU8>,
     /// Which job kinds have their workers running.
     pub workers: crate::worker::WorkerHealth,
+    /// The webhook receiver.
+    pub webhooks: crate::webhooks::Receiver,
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
+    let webhooks = crate::webhooks::router(state.webhooks.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(webhooks)
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {

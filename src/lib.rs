@@ -11,6 +11,7 @@ pub mod db;
 pub mod http;
 pub mod settings;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;
 
 /// An error that is the caller's fault (bad argument or setting): exit status 2.

@@ -332,6 +332,18 @@ impl Settings {
             (None, None) => None,
         };
 
+        // An empty token would accept an empty `Authorization` header: refuse it at start.
+        let p100_webhook_token = match merged.p100_webhook_token.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                return Err(SettingsError(format!(
+                    "P100_WEBHOOK_TOKEN (from {}) is empty; unset it to turn webhooks off",
+                    from("P100_WEBHOOK_TOKEN", |r| &r.p100_webhook_token)
+                )));
+            }
+            Some(token) => Some(secrecy::SecretString::from(token.to_owned())),
+        };
+
         let p100_max_rps = parse_positive(&merged.p100_max_rps, 10, || {
             from("P100_MAX_RPS", |r| &r.p100_max_rps)
         })?;
@@ -382,7 +394,7 @@ impl Settings {
             p100_base_url,
             p100_base_url_explicit,
             p100_api_key,
-            p100_webhook_token: merged.p100_webhook_token.map(secrecy::SecretString::from),
+            p100_webhook_token,
             p100_max_rps: NonZeroU32::new(p100_max_rps as u32).expect("parse_positive rejects 0"),
             p100_budget,
             p100_connect_timeout: Duration::from_millis(connect_ms),

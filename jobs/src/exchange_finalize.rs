@@ -45,6 +45,11 @@ pub struct ExchangeFinalizeArgs {
     pub safety_margin_seconds: Option<u64>,
 }
 
+/// Whether an exchange in `state` is no longer followed.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "COMPLETED" | "FAILED" | "EXPIRED" | "NEEDS_REVIEW")
+}
+
 fn owner_of(ex: &Exchange) -> Owner {
     match &ex.external_user_id {
         Some(id) => Owner::User(id.clone()),
@@ -90,7 +95,7 @@ async fn step(ctx: &JobContext, args: &ExchangeFinalizeArgs) -> Result<Outcome, 
         )
     };
     match ex.state.as_str() {
-        "COMPLETED" | "FAILED" | "EXPIRED" | "NEEDS_REVIEW" => Ok(done(&ex)),
+        state if is_final(state) => Ok(done(&ex)),
         "LOCKED" => {
             if ex.owner_kind == "user" {
                 ledger::exchanges::transition(
@@ -430,6 +435,7 @@ impl crate::handler::Job for ExchangeFinalizeJob {
             from_budget: false,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            ..KindLimits::default()
         }
     }
 

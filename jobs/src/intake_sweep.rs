@@ -120,6 +120,7 @@ impl crate::handler::Job for IntakeSweepJob {
             from_budget: false,
             backoff_base: Duration::from_secs(30),
             backoff_max: Duration::from_secs(600),
+            ..KindLimits::default()
         }
     }
 

@@ -17,6 +17,7 @@ use queue::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{JobContext, P100Health};
+use crate::schedule::KindLimits;
 
 /// First re-poll delay while verification is in progress.
 pub const FIRST_DELAY: Duration = Duration::from_secs(60);
@@ -41,10 +42,14 @@ pub struct KycPollArgs {
     pub user: String,
 }
 
-/// The delay after the n-th poll in a row that found the verification in progress.
-pub fn in_progress_delay(pending_polls: u32) -> Duration {
+/// The delay after the n-th poll in a row that found the verification in progress, between
+/// the kind's `poll_first` and `poll_max` (default [`FIRST_DELAY`] and [`MAX_DELAY`]).
+pub fn in_progress_delay(pending_polls: u32, limits: &KindLimits) -> Duration {
     let exponent = pending_polls.saturating_sub(1).min(16);
-    FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY)
+    limits
+        .poll_first
+        .saturating_mul(1 << exponent)
+        .min(limits.poll_max)
 }
 
 /// What to do after P100 answered with a status.
@@ -52,16 +57,17 @@ fn next_step(
     status: &KycStatus,
     attempt: &KycAttemptStatus,
     pending_polls: u32,
+    limits: &KindLimits,
 ) -> Option<Duration> {
     match (status, attempt) {
         (KycStatus::Expired, _) => None,
         (_, KycAttemptStatus::RejectedByProvider) => None,
         (KycStatus::Verified, _) => Some(VERIFIED_RECHECK),
         (KycStatus::NotVerified, KycAttemptStatus::Pending | KycAttemptStatus::Verification) => {
-            Some(in_progress_delay(pending_polls))
+            Some(in_progress_delay(pending_polls, limits))
         }
         // Not verified, attempt successful: P100 is about to flip the status; keep polling fast.
-        (KycStatus::NotVerified, KycAttemptStatus::Successful) => Some(FIRST_DELAY),
+        (KycStatus::NotVerified, KycAttemptStatus::Successful) => Some(limits.poll_first),
         _ => Some(UNKNOWN_RECHECK),
     }
 }
@@ -141,9 +147,12 @@ pub async fn run(ctx: &JobContext, args: KycPollArgs) -> Outcome {
     let after = match (&seen.status[..], next) {
         ("UNKNOWN_USER", _) => None,
         ("NO_VERIFICATION", _) => Some(NO_VERIFICATION_RECHECK),
-        (_, Some((status, attempt))) => {
-            next_step(&status, &attempt, user.kyc_pending_polls.max(0) as u32)
-        }
+        (_, Some((status, attempt))) => next_step(
+            &status,
+            &attempt,
+            user.kyc_pending_polls.max(0) as u32,
+            &ctx.schedule.limits(crate::kinds::Kind::KycPoll),
+        ),
         _ => Some(UNKNOWN_RECHECK),
     };
     tracing::info!(kyc.status = %seen.status, kyc.attempt_status = ?seen.attempt_status, next_poll_s = after.map(|d| d.as_secs()), "KYC of {} is {}", args.user, seen.status);
@@ -173,6 +182,8 @@ impl crate::handler::Job for KycPollJob {
             from_budget: false,
             backoff_base: Duration::from_secs(30),
             backoff_max: Duration::from_secs(3600),
+            poll_first: FIRST_DELAY,
+            poll_max: MAX_DELAY,
         }
     }
 
@@ -202,28 +213,43 @@ mod tests {
 
     #[test]
     fn the_delay_grows_from_a_minute_to_an_hour() {
+        let limits = <KycPollJob as crate::handler::Job>::default_limits();
         let minutes: Vec<u64> = (1..=8)
-            .map(|n| in_progress_delay(n).as_secs() / 60)
+            .map(|n| in_progress_delay(n, &limits).as_secs() / 60)
             .collect();
         assert_eq!(minutes, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        // An operator's schedule.toml changes both ends.
+        let fast = KindLimits {
+            poll_first: Duration::from_secs(5),
+            poll_max: Duration::from_secs(20),
+            ..limits
+        };
+        let seconds: Vec<u64> = (1..=4)
+            .map(|n| in_progress_delay(n, &fast).as_secs())
+            .collect();
+        assert_eq!(seconds, vec![5, 10, 20, 20]);
     }
 
     #[test]
     fn terminal_states_stop_and_verified_users_are_rechecked_slowly() {
         use KycAttemptStatus as A;
         use KycStatus as S;
+        let limits = <KycPollJob as crate::handler::Job>::default_limits();
         assert_eq!(
-            next_step(&S::Verified, &A::Successful, 0),
+            next_step(&S::Verified, &A::Successful, 0, &limits),
             Some(VERIFIED_RECHECK)
         );
-        assert_eq!(next_step(&S::NotVerified, &A::RejectedByProvider, 3), None);
-        assert_eq!(next_step(&S::Expired, &A::Successful, 0), None);
         assert_eq!(
-            next_step(&S::NotVerified, &A::Verification, 3),
+            next_step(&S::NotVerified, &A::RejectedByProvider, 3, &limits),
+            None
+        );
+        assert_eq!(next_step(&S::Expired, &A::Successful, 0, &limits), None);
+        assert_eq!(
+            next_step(&S::NotVerified, &A::Verification, 3, &limits),
             Some(Duration::from_secs(240))
         );
         assert_eq!(
-            next_step(&S::Unknown("ON_HOLD".into()), &A::Pending, 1),
+            next_step(&S::Unknown("ON_HOLD".into()), &A::Pending, 1, &limits),
             Some(UNKNOWN_RECHECK)
         );
     }

@@ -39,6 +39,7 @@ pub mod scheduler;
 pub mod sepa_status;
 pub mod sync_sweep;
 pub mod tx_sync;
+pub mod webhooks;
 
 pub use context::JobContext;
 pub use kinds::Kind;

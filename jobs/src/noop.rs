@@ -86,6 +86,7 @@ impl crate::handler::Job for NoopJob {
             from_budget: false,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            ..KindLimits::default()
         }
     }
 

@@ -900,6 +900,7 @@ impl crate::handler::Job for ReconcileJob {
             from_budget: false,
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(1800),
+            ..KindLimits::default()
         }
     }
 

@@ -243,6 +243,7 @@ impl crate::handler::Job for ReportJob {
             from_budget: false,
             backoff_base: Duration::from_secs(30),
             backoff_max: Duration::from_secs(600),
+            ..KindLimits::default()
         }
     }
 

@@ -32,6 +32,11 @@ pub struct KindLimits {
     pub backoff_base: Duration,
     /// Longest delay between attempts.
     pub backoff_max: Duration,
+    /// Polling jobs (`kyc_poll`, `sepa_status`): the delay after the first read that found
+    /// the unit still in progress; doubles per such read.
+    pub poll_first: Duration,
+    /// Polling jobs: the longest delay between reads.
+    pub poll_max: Duration,
 }
 
 impl Default for KindLimits {
@@ -44,6 +49,8 @@ impl Default for KindLimits {
             max_deferrals: 20,
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(3600),
+            poll_first: Duration::from_secs(60),
+            poll_max: Duration::from_secs(3600),
         }
     }
 }
@@ -197,6 +204,8 @@ impl ScheduleFile {
                     defaults.backoff_base,
                 )?,
                 backoff_max: duration("backoff_max", raw_limits.backoff_max, defaults.backoff_max)?,
+                poll_first: duration("poll_first", raw_limits.poll_first, defaults.poll_first)?,
+                poll_max: duration("poll_max", raw_limits.poll_max, defaults.poll_max)?,
             };
             if limits.max_attempts == 0 || limits.concurrency == 0 {
                 return Err(ScheduleError(format!(
@@ -275,6 +284,8 @@ struct RawLimits {
     max_deferrals: Option<u32>,
     backoff_base: Option<String>,
     backoff_max: Option<String>,
+    poll_first: Option<String>,
+    poll_max: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

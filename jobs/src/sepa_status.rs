@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{JobContext, P100Health};
 use crate::movement_time;
+use crate::schedule::KindLimits;
 
 /// First re-read delay while the transfer is in progress.
 pub const FIRST_DELAY: Duration = Duration::from_secs(30);
@@ -53,9 +54,12 @@ pub struct SepaStatusArgs {
 }
 
 /// The delay after the n-th read in a row that found the transfer in progress.
-pub fn in_progress_delay(polls: u32) -> Duration {
+pub fn in_progress_delay(polls: u32, limits: &KindLimits) -> Duration {
     let exponent = polls.saturating_sub(1).min(16);
-    FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY)
+    limits
+        .poll_first
+        .saturating_mul(1 << exponent)
+        .min(limits.poll_max)
 }
 
 /// One read.
@@ -142,7 +146,11 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
                 };
                 ledger::sepa::record(&mut tx, &t, &seen).await?;
                 tx.commit().await?;
-                let wait = in_progress_delay(t.polls as u32 + 1).min(grace - age);
+                let wait = in_progress_delay(
+                    t.polls as u32 + 1,
+                    &ctx.schedule.limits(crate::kinds::Kind::SepaStatus),
+                )
+                .min(grace - age);
                 return Ok(Outcome::Snooze {
                     result: serde_json::json!({ "p100": "P428", "within_grace": true }),
                     after: wait.max(Duration::from_secs(1)),
@@ -266,7 +274,10 @@ async fn step(ctx: &JobContext, args: &SepaStatusArgs) -> Result<Outcome, ledger
             tx.commit().await?;
             Ok(Outcome::Snooze {
                 result: serde_json::json!({ "p100_status": details.status.as_str() }),
-                after: in_progress_delay(t.polls as u32 + 1),
+                after: in_progress_delay(
+                    t.polls as u32 + 1,
+                    &ctx.schedule.limits(crate::kinds::Kind::SepaStatus),
+                ),
             })
         }
     }
@@ -372,6 +383,8 @@ impl crate::handler::Job for SepaStatusJob {
             from_budget: false,
             backoff_base: Duration::from_secs(30),
             backoff_max: Duration::from_secs(3600),
+            poll_first: FIRST_DELAY,
+            poll_max: MAX_DELAY,
         }
     }
 
@@ -402,10 +415,11 @@ mod tests {
 
     #[test]
     fn the_delay_grows_from_thirty_seconds_to_half_an_hour() {
-        assert_eq!(in_progress_delay(1), Duration::from_secs(30));
-        assert_eq!(in_progress_delay(2), Duration::from_secs(60));
-        assert_eq!(in_progress_delay(4), Duration::from_secs(240));
-        assert_eq!(in_progress_delay(7), Duration::from_secs(1800));
-        assert_eq!(in_progress_delay(500), Duration::from_secs(1800));
+        let limits = <SepaStatusJob as crate::handler::Job>::default_limits();
+        assert_eq!(in_progress_delay(1, &limits), Duration::from_secs(30));
+        assert_eq!(in_progress_delay(2, &limits), Duration::from_secs(60));
+        assert_eq!(in_progress_delay(4, &limits), Duration::from_secs(240));
+        assert_eq!(in_progress_delay(7, &limits), Duration::from_secs(1800));
+        assert_eq!(in_progress_delay(500, &limits), Duration::from_secs(1800));
     }
 }

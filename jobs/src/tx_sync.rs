@@ -939,6 +939,7 @@ impl crate::handler::Job for TxSyncJob {
             from_budget: true,
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(3600),
+            ..KindLimits::default()
         }
     }
 

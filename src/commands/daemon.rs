@@ -134,11 +134,22 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name().to_owned()).collect();
 
     let health = Arc::new(AtomicU8::new(p100_state as u8));
+    if settings.p100_webhook_token.is_none() {
+        tracing::warn!(
+            "P100_WEBHOOK_TOKEN is not set: webhook routes answer 503 and state changes wait for the next poll"
+        );
+    }
+    let webhooks = crate::webhooks::Receiver {
+        pool: pool.clone(),
+        token: settings.p100_webhook_token.clone().map(Arc::new),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
     let http_state = HttpState {
         pool: pool.clone(),
         metrics,
         p100: health.clone(),
         workers: options.health.clone(),
+        webhooks: webhooks.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -160,6 +171,12 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     let scheduler = tokio::spawn(jobs::scheduler::run(
         pool.clone(),
         schedule.clone(),
+        stop_rx.clone(),
+    ));
+    let inbox = tokio::spawn(crate::webhooks::run_inbox(
+        pool.clone(),
+        schedule.clone(),
+        webhooks.wake.clone(),
         stop_rx.clone(),
     ));
     let pruner = tokio::spawn(prune_loop(
@@ -199,7 +216,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     })
     .await;
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(http, scheduler, pruner);
+    let _ = tokio::join!(http, scheduler, inbox, pruner);
     if let Some(membership) = membership {
         membership.leave().await;
     }

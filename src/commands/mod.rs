@@ -23,6 +23,7 @@ mod reconcile;
 mod sandbox;
 mod sepa;
 mod users;
+mod webhooks;
 
 /// Text that came from outside (P100's ids, an intake row, a person's note) as a terminal
 /// line may show it: control characters (ANSI escapes, line breaks) become `?`.
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exchanges(command) => exchanges::inspect(&settings, command).await,
         Command::Sepa(command) => sepa::run(&settings, command).await,
+        Command::Webhooks(command) => webhooks::run(&settings, command).await,
         Command::Reconcile(args) => reconcile::run(&settings, args).await,
         Command::Discrepancies(command) => discrepancies::run(&settings, command).await,
         Command::Report(args) => reconcile::report(&settings, args).await,

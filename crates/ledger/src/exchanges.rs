@@ -100,6 +100,18 @@ pub async fn find(db: impl PgExecutor<'_>, id_or_lock: &str) -> Result<Option<Ex
         .await?)
 }
 
+/// One exchange by P100's `exchangeId`.
+pub async fn find_by_exchange_id(
+    db: impl PgExecutor<'_>,
+    exchange_id: &str,
+) -> Result<Option<Exchange>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM exchanges WHERE exchange_id = $1 ORDER BY id LIMIT 1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(exchange_id)
+        .fetch_optional(db)
+        .await?)
+}
+
 /// Exchanges, newest first.
 pub async fn list(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Exchange>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM exchanges ORDER BY id DESC LIMIT $1");

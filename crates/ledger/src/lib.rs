@@ -19,6 +19,7 @@ pub mod reconciliation;
 pub mod sepa;
 pub mod snapshots;
 pub mod users;
+pub mod webhooks;
 
 pub use owner::Owner;
 pub use sqlx::{PgConnection, PgPool, Postgres, Transaction};

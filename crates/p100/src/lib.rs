@@ -20,6 +20,7 @@ pub mod model;
 mod paths;
 mod rate;
 pub mod text;
+pub mod webhook;
 
 pub use amount::Currency;
 pub use client::{BuildError, Client, HistoryQuery, MAX_PAGE_SIZE};

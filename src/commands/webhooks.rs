@@ -1,0 +1,130 @@
+//! `p100-recon webhooks list|show`.
+
+use std::process::ExitCode;
+
+use ledger::webhooks::{Delivery, DeliveryState, ListFilter};
+use p100::webhook::Route;
+
+use crate::UsageError;
+use crate::cli::WebhooksCommand;
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    // Arguments are checked before anything is opened.
+    let filter = match &command {
+        WebhooksCommand::List {
+            route,
+            state,
+            limit,
+            ..
+        } => Some(filter(route.as_deref(), state.as_deref(), *limit)?),
+        WebhooksCommand::Show { .. } => None,
+    };
+    let url = settings.require_database_url().map_err(UsageError::from)?;
+    let pool = crate::db::connect(url, 2).await?;
+    crate::db::migrate(&pool).await?;
+    match command {
+        WebhooksCommand::List { json, .. } => {
+            let rows = ledger::webhooks::list(&pool, &filter.unwrap_or_default()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>8}  {:<20} {:<17} {:<9} {:>3}  {:<28} {:<24} effect",
+                    "id", "received", "route", "state", "n", "entity", "status"
+                );
+                for d in &rows {
+                    println!(
+                        "{:>8}  {:<20} {:<17} {:<9} {:>3}  {:<28} {:<24} {}",
+                        d.id,
+                        d.received_at.format("%Y-%m-%d %H:%M:%S"),
+                        d.route,
+                        d.state,
+                        d.deliveries,
+                        d.entity_id.as_deref().unwrap_or("-"),
+                        d.status.as_deref().unwrap_or("-"),
+                        effect_line(d)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WebhooksCommand::Show { id, json } => {
+            let Some((d, body)) = ledger::webhooks::show(&pool, id).await? else {
+                return Err(
+                    UsageError(format!("no webhook delivery {id}; see `webhooks list`")).into(),
+                );
+            };
+            if json {
+                let mut value = serde_json::to_value(&d)?;
+                value["body"] = serde_json::Value::String(body);
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("webhook delivery {} to {} ({})", d.id, d.route, d.state);
+                println!(
+                    "  received   {} ({}×, last {})",
+                    d.received_at, d.deliveries, d.last_received_at
+                );
+                if let Some(entity) = &d.entity_id {
+                    println!(
+                        "  names      {entity} {}",
+                        d.status.as_deref().unwrap_or("")
+                    );
+                }
+                if let Some(user) = &d.external_user_id {
+                    println!("  user       {user}");
+                }
+                if let Some(reason) = &d.reason {
+                    println!("  reason     {reason}");
+                }
+                println!("  effect     {}", effect_line(&d));
+                if let Some(at) = d.confirmed_at {
+                    println!(
+                        "  confirmed  {at} (by job {})",
+                        d.job_id.unwrap_or_default()
+                    );
+                }
+                println!("  body ({} bytes):", d.body_bytes);
+                println!("{body}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn filter(route: Option<&str>, state: Option<&str>, limit: i64) -> Result<ListFilter, UsageError> {
+    if let Some(route) = route
+        && Route::parse(route).is_none()
+    {
+        let names: Vec<&str> = Route::ALL.iter().map(|r| r.name()).collect();
+        return Err(UsageError(format!(
+            "--route: unknown route {route:?}; use one of {}",
+            names.join(", ")
+        )));
+    }
+    let state = match state {
+        None => None,
+        Some(text) => Some(DeliveryState::parse(text).ok_or_else(|| {
+            UsageError(format!(
+                "--state: unknown state {text:?}; use accepted, rejected or ignored"
+            ))
+        })?),
+    };
+    if limit < 1 {
+        return Err(UsageError("--limit must be at least 1".into()));
+    }
+    Ok(ListFilter {
+        route: route.map(str::to_owned),
+        state,
+        limit,
+    })
+}
+
+fn effect_line(d: &Delivery) -> String {
+    match (&d.effect, d.acted_at, d.state.as_str()) {
+        (Some(effect), _, _) => effect.clone(),
+        (None, _, "rejected") => d.reason.clone().unwrap_or_default(),
+        (None, None, _) => "not acted on yet".to_owned(),
+        (None, Some(_), _) => "-".to_owned(),
+    }
+}
