@@ -42,7 +42,7 @@
 //!
 //! # Layout
 //! `scenario` (input format), `generator` (on-demand bulk rows), `state` (the world and its
-//! progressions), `routes` (P100 endpoints and the fault/auth layer), `faults`, `stats`,
+//! progressions, one file per aggregate as in `routes`), `routes` (P100 endpoints and the fault/auth layer), `faults`, `stats`,
 //! `control`, `server` (accept loop), `money` (amount formats), `error` (P100 error bodies).
 
 #![warn(missing_docs)]
