@@ -1,4 +1,7 @@
 //! Exchange rate locks and exchanges: lock, finalize, settle when due, details reads.
+//!
+//! Webhooks: an exchange leaving `PROCESSING` for its outcome (terminal) emits an Exchange
+//! webhook (route `exchange`); P100 documents no payload, see [`ExchangeHook`].
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -8,6 +11,26 @@ use serde::Serialize;
 use super::{Ms, State, StateError, Tx, due};
 use crate::money;
 use crate::util::{rfc3339_ms, uuid_from_key};
+
+/// Route of the Exchange webhook.
+const EXCHANGE_ROUTE: &str = "exchange";
+
+/// Exchange webhook body. P100 documents no payload: this is the sandbox's guess, the details
+/// endpoint's fields plus `lockId`, amounts as unpadded strings and the fee as a number (as
+/// in the SEPA webhook).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeHook<'a> {
+    exchange_id: &'a str,
+    lock_id: &'a str,
+    status: &'a str,
+    currency_from: &'a str,
+    currency_to: &'a str,
+    amount_from: String,
+    amount_to: String,
+    fee: serde_json::Value,
+    created_at: &'a str,
+}
 
 /// An exchange rate lock.
 #[derive(Debug, Clone)]
@@ -168,6 +191,19 @@ impl State {
             return false;
         };
         ex.info.status = ex.outcome.clone();
+        let i = &ex.info;
+        self.outbox
+            .emit(EXCHANGE_ROUTE, &i.exchange_id, |_| ExchangeHook {
+                exchange_id: &i.exchange_id,
+                lock_id: &i.lock_id,
+                status: &i.status,
+                currency_from: &i.currency_from,
+                currency_to: &i.currency_to,
+                amount_from: money::plain(i.amount_from),
+                amount_to: money::plain(i.amount_to),
+                fee: money::number(i.fee),
+                created_at: &i.created_at,
+            });
         let ex = ex.clone();
         if ex.info.status == "COMPLETED" {
             let i = &ex.info;

@@ -1,13 +1,63 @@
 //! History rows, history pages (the merge of stored and generated rows), balances and drift.
+//!
+//! Webhooks: a row step that turns a user's `DEPOSIT` row `COMPLETED` or `FAILED` emits the
+//! Crypto Deposit webhook (route `crypto-deposit`, `webhooks.md` §4.6) with status
+//! `SUCCESSFUL` or `UNSUCCESSFUL`. P100 documents two shapes, so the sandbox sends both: every
+//! other delivery comes in the FAQ envelope (`{"event_type","data"}`), and `amount` is a JSON
+//! number for two deliveries, then a string for two (flat/number, envelope/number,
+//! flat/string, envelope/string, …).
 
 use std::collections::VecDeque;
 use std::ops::Bound;
 
 use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
 
-use super::{Ms, Owner, State, StateError, due};
+use super::{Ms, Owner, PARTNER, State, StateError, due};
+use crate::money;
 use crate::scenario::{TxSpec, TxStep};
-use crate::util::uuid_from_key;
+use crate::util::{fnv64, mix, rfc3339_ms, uuid_from_key};
+
+/// Route of the Crypto Deposit webhook.
+const DEPOSIT_ROUTE: &str = "crypto-deposit";
+
+/// Crypto Deposit webhook body (the reference's flat example).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DepositHook<'a> {
+    external_user_id: &'a str,
+    crypto_deposit_id: &'a str,
+    /// A number or a string, alternating.
+    amount: Value,
+    currency: &'a str,
+    status: &'static str,
+    transaction_hash: String,
+    created_at: String,
+}
+
+/// The same body in the FAQ's envelope, or flat.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DepositBody<'a> {
+    Flat(DepositHook<'a>),
+    Enveloped {
+        event_type: &'static str,
+        data: DepositHook<'a>,
+    },
+}
+
+/// A stable fake on-chain hash for a deposit row: `0x` and 64 hex digits.
+fn transaction_hash(row_id: &str) -> String {
+    let h = fnv64(row_id.as_bytes());
+    format!(
+        "0x{:016x}{:016x}{:016x}{:016x}",
+        mix(h, 1, 0),
+        mix(h, 2, 0),
+        mix(h, 3, 0),
+        mix(h, 4, 0)
+    )
+}
 
 /// One history row, stored or generated.
 #[derive(Debug, Clone)]
@@ -102,8 +152,10 @@ impl Owner {
         }
     }
 
-    /// Applies every due row step.
-    pub(super) fn advance_txs(&mut self, now: Ms) {
+    /// Applies every due row step; returns `(row, new status)` for each step that changed a
+    /// row's status.
+    pub(super) fn advance_txs(&mut self, now: Ms) -> Vec<(usize, String)> {
+        let mut changes = Vec::new();
         let active: Vec<usize> = self.progressing.iter().copied().collect();
         for i in active {
             while let Some(tx) = self.txs.get(i) {
@@ -122,6 +174,7 @@ impl Owner {
                     break;
                 };
                 let status = step.status.clone();
+                let changed = tx.status != status;
                 self.set_status(i, &status, now);
                 let reads = self.history_reads;
                 if let Some(tx) = self.txs.get_mut(i) {
@@ -129,8 +182,12 @@ impl Owner {
                     tx.changed_ms = at;
                     tx.reads_at_change = reads;
                 }
+                if changed {
+                    changes.push((i, status));
+                }
             }
         }
+        changes
     }
 
     fn stored_sum(&self, currency: &str) -> Decimal {
@@ -161,6 +218,50 @@ pub(crate) struct HistoryQuery {
 }
 
 impl State {
+    /// Applies the owner's due row steps and emits their webhooks; true while steps remain.
+    pub(super) fn advance_owner_txs(&mut self, id: &str, now: Ms) -> bool {
+        let Some((owner, outbox)) = self.owner_and_outbox(id) else {
+            return false;
+        };
+        for (i, status) in owner.advance_txs(now) {
+            let hook_status = match status.as_str() {
+                "COMPLETED" => "SUCCESSFUL",
+                "FAILED" => "UNSUCCESSFUL",
+                _ => continue,
+            };
+            let Some(tx) = owner.txs.get(i) else {
+                continue;
+            };
+            if id == PARTNER || tx.kind != "DEPOSIT" {
+                continue;
+            }
+            outbox.emit(DEPOSIT_ROUTE, &tx.id, |n| {
+                let data = DepositHook {
+                    external_user_id: id,
+                    crypto_deposit_id: &tx.id,
+                    amount: if n % 4 < 2 {
+                        money::number(tx.amount)
+                    } else {
+                        Value::String(money::plain(tx.amount))
+                    },
+                    currency: &tx.currency,
+                    status: hook_status,
+                    transaction_hash: transaction_hash(&tx.id),
+                    created_at: rfc3339_ms(tx.created_ms),
+                };
+                if n % 2 == 0 {
+                    DepositBody::Flat(data)
+                } else {
+                    DepositBody::Enveloped {
+                        event_type: "crypto_deposit.status_changed",
+                        data,
+                    }
+                }
+            });
+        }
+        !owner.progressing.is_empty()
+    }
+
     /// Adds rows to an owner. Rows without `created_at` are spaced one second apart ending at
     /// `default_end` (in file order), so a scenario's order is its time order.
     pub fn add_transactions(
@@ -328,9 +429,7 @@ impl State {
         if !self.exists(id) {
             return None;
         }
-        if let Some(o) = self.owner_mut(id) {
-            o.advance_txs(now);
-        }
+        self.advance_owner_txs(id, now);
         let page = self.compute_page(id, q);
         if let Some(o) = self.owner_mut(id) {
             o.history_reads += 1;

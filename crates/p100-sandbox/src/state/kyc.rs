@@ -1,9 +1,22 @@
 //! KYC: a user's verification track, its steps and the status reads that count as polls.
+//!
+//! Webhooks: every step that changes `status` or `attemptStatus` emits the KYC Verification
+//! Status webhook (route `kyc`, `webhooks.md` §3.4); a step that makes the user `VERIFIED`
+//! also emits the user status webhook (route `user`, `{"externalUserId","status":"ACTIVE"}`,
+//! §3.1: balances generated after verification). Setting a KYC (scenario, control) emits
+//! nothing: only progressions do.
 
 use std::collections::VecDeque;
 
+use serde::Serialize;
+
 use super::{Ms, PARTNER, State, StateError, due};
 use crate::scenario::{KycSpec, KycStep};
+
+/// Route of the KYC Verification Status webhook.
+const KYC_ROUTE: &str = "kyc";
+/// Route of the user status (balance generation) webhook.
+const USER_ROUTE: &str = "user";
 
 /// A user's KYC track.
 #[derive(Debug, Clone)]
@@ -27,6 +40,33 @@ pub struct KycView {
     pub rejection_reason: Option<String>,
 }
 
+/// A step that changed what the status endpoint shows.
+struct Change {
+    view: KycView,
+    /// The step made the user `VERIFIED`.
+    verified: bool,
+}
+
+/// KYC Verification Status webhook body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KycHook<'a> {
+    external_user_id: &'a str,
+    verification_status: &'a str,
+    attempt_status: &'a str,
+    /// Only on `REJECTED_BY_PROVIDER`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection_reason: Option<&'a str>,
+}
+
+/// User status webhook body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserHook<'a> {
+    external_user_id: &'a str,
+    status: &'static str,
+}
+
 impl Kyc {
     pub(super) fn from_spec(spec: KycSpec, now: Ms) -> Kyc {
         Kyc {
@@ -39,7 +79,9 @@ impl Kyc {
         }
     }
 
-    fn advance(&mut self, now: Ms) {
+    /// Applies every due step; returns the steps that changed `status` or `attemptStatus`.
+    fn advance(&mut self, now: Ms) -> Vec<Change> {
+        let mut changes = Vec::new();
         while let Some(step) = self.steps.front() {
             let Some(at) = due(
                 step.after_polls,
@@ -50,10 +92,14 @@ impl Kyc {
             ) else {
                 break;
             };
+            let was_verified = self.status == "VERIFIED";
+            let mut changed = false;
             if let Some(s) = &step.status {
+                changed |= *s != self.status;
                 self.status = s.clone();
             }
             if let Some(s) = &step.attempt_status {
+                changed |= *s != self.attempt_status;
                 self.attempt_status = s.clone();
             }
             if step.rejection_reason.is_some() {
@@ -62,7 +108,14 @@ impl Kyc {
             self.steps.pop_front();
             self.changed_ms = at;
             self.reads = 0;
+            if changed {
+                changes.push(Change {
+                    view: self.view(),
+                    verified: !was_verified && self.status == "VERIFIED",
+                });
+            }
         }
+        changes
     }
 
     fn view(&self) -> KycView {
@@ -92,7 +145,46 @@ impl State {
             .owner_materialized(user, now)
             .ok_or(StateError::UnknownUser)?;
         owner.kyc = kyc.map(|k| Kyc::from_spec(k, now));
+        self.track_kyc(user);
         Ok(())
+    }
+
+    /// Lets `tick` visit the user while its KYC has steps left.
+    pub(super) fn track_kyc(&mut self, user: &str) {
+        let has_steps = self
+            .users
+            .get(user)
+            .and_then(|o| o.kyc.as_ref())
+            .is_some_and(Kyc::has_steps);
+        if has_steps {
+            self.kyc_progressing.insert(user.to_owned());
+        }
+    }
+
+    /// Applies the user's due KYC steps and emits their webhooks; true while steps remain.
+    pub(super) fn advance_kyc(&mut self, user: &str, now: Ms) -> bool {
+        let Some((owner, outbox)) = self.owner_and_outbox(user) else {
+            return false;
+        };
+        let Some(kyc) = owner.kyc.as_mut() else {
+            return false;
+        };
+        for c in kyc.advance(now) {
+            let v = &c.view;
+            outbox.emit(KYC_ROUTE, user, |_| KycHook {
+                external_user_id: user,
+                verification_status: &v.status,
+                attempt_status: &v.attempt_status,
+                rejection_reason: v.rejection_reason.as_deref(),
+            });
+            if c.verified {
+                outbox.emit(USER_ROUTE, user, |_| UserHook {
+                    external_user_id: user,
+                    status: "ACTIVE",
+                });
+            }
+        }
+        kyc.has_steps()
     }
 
     /// One KYC status read: `Ok(None)` = user without KYC (P445).
@@ -111,13 +203,12 @@ impl State {
                 other => return Ok(other.map(|k| Kyc::from_spec(k, now).view())),
             }
         }
-        let owner = self
-            .owner_materialized(user, now)
+        self.owner_materialized(user, now)
             .ok_or(StateError::UnknownUser)?;
-        let Some(kyc) = owner.kyc.as_mut() else {
+        self.advance_kyc(user, now);
+        let Some(kyc) = self.users.get_mut(user).and_then(|o| o.kyc.as_mut()) else {
             return Ok(None);
         };
-        kyc.advance(now);
         let view = kyc.view();
         if kyc.has_steps() {
             kyc.reads += 1;

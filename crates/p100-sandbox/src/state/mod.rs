@@ -11,6 +11,10 @@
 //! A change becomes visible with `updatedAt` = the time of the request that first saw it, so
 //! a row never changes behind a `from` cursor a client has already passed.
 //!
+//! Webhooks: when webhooks are configured, each aggregate records the P100 webhook of its own
+//! changes in [`State::outbox`] as it applies them (the route and body are its business, so
+//! adding a kind touches one file); `crate::webhooks` delivers them.
+//!
 //! One file per aggregate, mirroring `routes/`: `kyc.rs` (KYC tracks and status reads),
 //! `history.rs` (rows, history pages, balances and drift), `exchanges.rs` (locks and
 //! exchanges), `sepa.rs` (SEPA transfers). This file holds the world itself: the owners, the
@@ -29,6 +33,7 @@ use rust_decimal::Decimal;
 use crate::generator::{GenOwner, Generated};
 use crate::money::DEFAULT_CURRENCIES;
 use crate::scenario::{ExchangeConfig, SepaConfig, UserSpec};
+use crate::webhooks::Outbox;
 
 pub use exchanges::ExchangeInfo;
 pub(crate) use exchanges::{Exchange, Lock};
@@ -149,6 +154,10 @@ pub(crate) struct State {
     pub clock_offset_ms: i64,
     /// Owners with rows that still have steps.
     progressing_owners: BTreeSet<String>,
+    /// Users whose KYC still has steps, so `tick` visits only them (not every user).
+    kyc_progressing: BTreeSet<String>,
+    /// Webhook events of changes applied, waiting for delivery (off unless configured).
+    pub outbox: Outbox,
 }
 
 impl State {
@@ -181,6 +190,8 @@ impl State {
             sepa_cfg: SepaConfig::default(),
             clock_offset_ms: 0,
             progressing_owners: BTreeSet::new(),
+            kyc_progressing: BTreeSet::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -235,8 +246,20 @@ impl State {
             );
             o.kyc = g.kyc(u).map(|k| Kyc::from_spec(k, now));
             self.users.insert(id.to_string(), o);
+            self.track_kyc(id);
         }
         self.owner_mut(id)
+    }
+
+    /// An owner's record and the outbox, borrowed together so an aggregate can emit while it
+    /// changes the owner.
+    fn owner_and_outbox(&mut self, id: &str) -> Option<(&mut Owner, &mut Outbox)> {
+        let owner = if id == PARTNER {
+            &mut self.partner
+        } else {
+            self.users.get_mut(id)?
+        };
+        Some((owner, &mut self.outbox))
     }
 
     fn gen_owner(&self, id: &str) -> Option<GenOwner> {
@@ -300,14 +323,21 @@ impl State {
             last_name: spec.last_name,
             country: spec.country,
         };
+        self.track_kyc(&id);
         self.add_transactions(&id, spec.transactions, now, now)?;
         Ok(())
     }
 
     // ---- progressions -------------------------------------------------------------------
 
-    /// Applies every change whose time has come. Called at the start of every request.
+    /// Applies every change whose time has come. Called at the start of every request, and
+    /// every 50 ms by the webhook ticker while webhooks are configured.
     pub fn tick(&mut self, now: Ms) {
+        for id in std::mem::take(&mut self.kyc_progressing) {
+            if self.advance_kyc(&id, now) {
+                self.kyc_progressing.insert(id);
+            }
+        }
         for id in std::mem::take(&mut self.active_exchanges) {
             if !self.advance_exchange(&id, now) {
                 self.active_exchanges.push(id);
@@ -319,11 +349,8 @@ impl State {
             }
         }
         for id in std::mem::take(&mut self.progressing_owners) {
-            if let Some(o) = self.owner_mut(&id) {
-                o.advance_txs(now);
-                if !o.progressing.is_empty() {
-                    self.progressing_owners.insert(id);
-                }
+            if self.advance_owner_txs(&id, now) {
+                self.progressing_owners.insert(id);
             }
         }
     }

@@ -1,14 +1,47 @@
 //! SEPA transfers: creation (with their SEPA_TRANSFER row), settlement when due, details
 //! reads.
+//!
+//! Webhooks: a transfer settling `SUCCESSFUL` or `FAILED` emits the SEPA Transfer webhook
+//! (route `sepa-transfer`, `webhooks.md` §4.2): the reference's SUCCESSFUL example shape, plus
+//! on FAILED the `error` object the details endpoint shows. Transfers created already final
+//! emit nothing.
 
 use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Ms, PARTNER, State, StateError, Tx, due};
 use crate::money;
 use crate::scenario::{ErrorSpec, SepaSpec};
-use crate::util::uuid_from_key;
+use crate::util::{rfc3339_ms, uuid_from_key};
+
+/// Route of the SEPA Transfer webhook.
+const SEPA_ROUTE: &str = "sepa-transfer";
+
+/// SEPA Transfer webhook body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SepaHook<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Unpadded string (`"3.8"`).
+    amount: String,
+    transfer_title: &'a str,
+    destination_iban: &'a str,
+    receiver_first_name: Option<&'a str>,
+    receiver_last_name: Option<&'a str>,
+    status: &'a str,
+    currency: &'a str,
+    /// Number.
+    fee: Value,
+    created_at: String,
+    /// Only on FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
 
 /// A SEPA transfer.
 #[derive(Debug, Clone)]
@@ -35,6 +68,22 @@ pub(crate) struct Sepa {
 impl Sepa {
     fn is_final(&self) -> bool {
         self.status == self.final_status
+    }
+
+    /// The `error` object of a FAILED transfer (`errorCode`, and `errorName` and
+    /// `errorMessage` when configured), as details and the webhook show it; `None` otherwise.
+    pub fn error_json(&self) -> Option<Value> {
+        (self.status == "FAILED").then(|| {
+            let mut m = serde_json::Map::new();
+            m.insert("errorCode".into(), Value::String(self.error.code.clone()));
+            if let Some(n) = &self.error.name {
+                m.insert("errorName".into(), Value::String(n.clone()));
+            }
+            if let Some(msg) = &self.error.message {
+                m.insert("errorMessage".into(), Value::String(msg.clone()));
+            }
+            Value::Object(m)
+        })
     }
 }
 
@@ -170,6 +219,22 @@ impl State {
             "FAILED" => Some("FAILED"),
             _ => None,
         };
+        if row_status.is_some() {
+            self.outbox.emit(SEPA_ROUTE, &t.id, |_| SepaHook {
+                id: &t.id,
+                kind: "external",
+                amount: money::plain(t.amount),
+                transfer_title: &t.transfer_title,
+                destination_iban: &t.destination_iban,
+                receiver_first_name: t.receiver_first_name.as_deref(),
+                receiver_last_name: t.receiver_last_name.as_deref(),
+                status: &t.status,
+                currency: &t.currency,
+                fee: money::number(t.fee),
+                created_at: rfc3339_ms(t.created_ms),
+                error: t.error_json(),
+            });
+        }
         let (owner_id, row_id) = (t.owner.clone(), t.row_id.clone());
         if let Some(status) = row_status
             && let Some(o) = self.owner_mut(&owner_id)
