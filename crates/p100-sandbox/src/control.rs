@@ -15,7 +15,7 @@
 //! | `POST /__control/clock` | `{"advance_seconds": n}` | move the sandbox clock forward |
 //! | `POST /__control/config` | `{"exchange":{...},"sepa":{...}}` | replace those config sections |
 //! | `GET /__control/exchanges` | | every exchange created so far |
-//! | `GET /__control/webhooks` | | `{"configured","dropping","drop_remaining","webhooks":[...]}`: the webhook log ([`WebhookRecord`](crate::WebhookRecord) shape, `body` as JSON), oldest first |
+//! | `GET /__control/webhooks` | | `{"configured","dropping","drop_remaining","webhooks":[...]}`: the webhook log ([`WebhookRecord`] shape, `body` as JSON), oldest first |
 //! | `POST /__control/webhooks/drop` | `{"times": n}` or `{"times": null}` | drop the next n webhook events, or all until cleared: never sent, logged `dropped` |
 //! | `DELETE /__control/webhooks/drop` | | stop dropping webhook events |
 //!

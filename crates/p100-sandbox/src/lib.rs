@@ -16,6 +16,16 @@
 //! Everything can be driven over HTTP (`/__control/...`, see [`control`])
 //! or in process through methods on [`Sandbox`].
 //!
+//! With [`Sandbox::with_webhooks`] (CLI: `--webhook-url U --webhook-token T`) the sandbox
+//! POSTs P100's webhooks for its own progressions to `U/kyc`, `U/user`, `U/sepa-transfer`,
+//! `U/exchange` and `U/crypto-deposit`, with `Authorization: <token>` and P100's retry
+//! schedule (5 attempts: at once, then after 8, 16, 32, 64 s; the base is configurable). A
+//! background task ticks the state every 50 ms while served, so timed changes are delivered
+//! without any request. [`Sandbox::drop_webhooks`] loses events on purpose;
+//! [`Sandbox::webhook_log`] shows what became of each ([`WebhookRecord`]). The exchange
+//! payload, the SEPA `error` fields and the crypto deposit's ids are the sandbox's guesses;
+//! see the README's "Webhooks".
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use p100_sandbox::{Fault, FaultKind, Sandbox, Scenario};
@@ -42,8 +52,11 @@
 //!
 //! # Layout
 //! `scenario` (input format), `generator` (on-demand bulk rows), `state` (the world and its
-//! progressions, one file per aggregate as in `routes`), `routes` (P100 endpoints and the fault/auth layer), `faults`, `stats`,
-//! `control`, `server` (accept loop), `money` (amount formats), `error` (P100 error bodies).
+//! progressions, one file per aggregate as in `routes`; each aggregate also writes the
+//! webhook events of its own changes into the state's outbox), `routes` (P100 endpoints and
+//! the fault/auth layer), `webhooks` (configuration, the ticker, delivery with retries, drop
+//! fault, log), `faults`, `stats`, `control`, `server` (accept loop), `money` (amount
+//! formats), `error` (P100 error bodies).
 
 #![warn(missing_docs)]
 
