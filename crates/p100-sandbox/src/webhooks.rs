@@ -138,10 +138,11 @@ fn raw_json<S: Serializer>(body: &str, s: S) -> Result<S::Ok, S::Error> {
 /// One change to deliver, as the state recorded it.
 #[derive(Debug)]
 pub(crate) struct Event {
-    route: &'static str,
-    entity_id: String,
-    body: String,
-    changed_at: DateTime<Utc>,
+    pub route: &'static str,
+    pub entity_id: String,
+    /// The JSON text to send.
+    pub body: String,
+    pub changed_at: DateTime<Utc>,
 }
 
 /// Events produced under the state lock, waiting for the ticker. Off (and empty) unless

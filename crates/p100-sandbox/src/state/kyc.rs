@@ -134,6 +134,16 @@ impl Kyc {
     fn has_steps(&self) -> bool {
         !self.steps.is_empty()
     }
+
+    /// Whether `tick` must visit this track: its next step is timed, or has had the reads it
+    /// waits for. A step still waiting for reads can only become due on a read, which
+    /// advances the track itself, so users waiting for reads (thousands of generated ones)
+    /// cost `tick` nothing.
+    fn needs_tick(&self) -> bool {
+        self.steps.front().is_some_and(|s| {
+            s.after_seconds.is_some() || self.reads >= u64::from(s.after_polls.unwrap_or(1))
+        })
+    }
 }
 
 impl State {
@@ -149,19 +159,20 @@ impl State {
         Ok(())
     }
 
-    /// Lets `tick` visit the user while its KYC has steps left.
+    /// Lets `tick` visit the user while its next KYC step can become due without a read.
     pub(super) fn track_kyc(&mut self, user: &str) {
-        let has_steps = self
+        let needs_tick = self
             .users
             .get(user)
             .and_then(|o| o.kyc.as_ref())
-            .is_some_and(Kyc::has_steps);
-        if has_steps {
+            .is_some_and(Kyc::needs_tick);
+        if needs_tick {
             self.kyc_progressing.insert(user.to_owned());
         }
     }
 
-    /// Applies the user's due KYC steps and emits their webhooks; true while steps remain.
+    /// Applies the user's due KYC steps and emits their webhooks; true while `tick` must keep
+    /// visiting the user.
     pub(super) fn advance_kyc(&mut self, user: &str, now: Ms) -> bool {
         let Some((owner, outbox)) = self.owner_and_outbox(user) else {
             return false;
@@ -184,7 +195,7 @@ impl State {
                 });
             }
         }
-        kyc.has_steps()
+        kyc.needs_tick()
     }
 
     /// One KYC status read: `Ok(None)` = user without KYC (P445).
@@ -212,7 +223,69 @@ impl State {
         let view = kyc.view();
         if kyc.has_steps() {
             kyc.reads += 1;
+            // This read may have made the next step due: apply it on the next tick, not only
+            // on the next read, so its webhook goes out without waiting for one.
+            self.track_kyc(user);
         }
         Ok(Some(view))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::UserSpec;
+
+    fn user_with_step(id: &str, step: KycStep) -> UserSpec {
+        UserSpec {
+            external_user_id: id.into(),
+            kyc: Some(KycSpec {
+                steps: vec![step],
+                ..KycSpec::default()
+            }),
+            ..UserSpec::default()
+        }
+    }
+
+    #[test]
+    fn tick_visits_only_users_whose_next_step_can_be_due_without_a_read() {
+        let mut s = State::new(None);
+        s.outbox.set_enabled(true);
+        let verification = |after_polls, after_seconds| KycStep {
+            attempt_status: Some("VERIFICATION".into()),
+            after_polls,
+            after_seconds,
+            ..KycStep::default()
+        };
+        s.add_user(user_with_step("polls", verification(Some(2), None)), 0)
+            .unwrap();
+        s.add_user(user_with_step("timed", verification(None, Some(1.0))), 0)
+            .unwrap();
+        assert_eq!(s.kyc_progressing, ["timed".to_string()].into());
+
+        s.tick(999);
+        assert!(s.outbox.drain().is_empty());
+        s.tick(1000);
+        assert!(s.kyc_progressing.is_empty());
+
+        s.read_kyc("polls", 1100).unwrap();
+        assert!(s.kyc_progressing.is_empty(), "one read of two");
+        s.read_kyc("polls", 1200).unwrap();
+        assert_eq!(s.kyc_progressing, ["polls".to_string()].into());
+        s.tick(1300);
+        assert!(s.kyc_progressing.is_empty());
+
+        let events: Vec<(&str, String)> = s
+            .outbox
+            .drain()
+            .into_iter()
+            .map(|e| (e.route, e.body))
+            .collect();
+        let body = |u: &str| {
+            format!(
+                r#"{{"externalUserId":"{u}","verificationStatus":"NOT_VERIFIED","attemptStatus":"VERIFICATION"}}"#
+            )
+        };
+        assert_eq!(events, [("kyc", body("timed")), ("kyc", body("polls"))]);
     }
 }

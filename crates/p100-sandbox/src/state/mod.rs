@@ -154,7 +154,8 @@ pub(crate) struct State {
     pub clock_offset_ms: i64,
     /// Owners with rows that still have steps.
     progressing_owners: BTreeSet<String>,
-    /// Users whose KYC still has steps, so `tick` visits only them (not every user).
+    /// Users whose next KYC step can become due without a read (timed, or its reads made),
+    /// so `tick` visits only them, not every user.
     kyc_progressing: BTreeSet<String>,
     /// Webhook events of changes applied, waiting for delivery (off unless configured).
     pub outbox: Outbox,
