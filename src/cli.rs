@@ -650,6 +650,46 @@ pub struct SandboxArgs {
     /// a P100 that enforces a rate limit would.
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: Option<u32>,
+    /// Deliver P100 webhooks for the sandbox's own progressions (KYC, user status, SEPA
+    /// transfers, exchanges, crypto deposits) to this base URL: `U/kyc`, `U/user`,
+    /// `U/sepa-transfer`, `U/exchange`, `U/crypto-deposit` (for p100-recon:
+    /// http://HOST:PORT/webhooks/p100).
+    #[arg(long, value_name = "U", requires = "webhook_token", value_parser = parse_webhook_url)]
+    pub webhook_url: Option<String>,
+    /// Token sent as the webhooks' `Authorization` header (bare, no `Bearer`).
+    #[arg(long, value_name = "T", requires = "webhook_url", value_parser = parse_secret)]
+    pub webhook_token: Option<secrecy::SecretString>,
+    /// Delay before a failed webhook's first retry; later retries wait 2, 4 and 8 times as
+    /// long (P100: 8, 16, 32, 64 s). Fractions allowed, for tests and the demo.
+    #[arg(long, value_name = "S", default_value_t = 8.0, value_parser = parse_retry_base)]
+    pub webhook_retry_base_secs: f64,
+}
+
+/// An absolute http(s) URL.
+fn parse_webhook_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(s.to_owned()),
+        Ok(_) => Err("must be an http:// or https:// URL".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A secret that `Debug` prints redacted.
+fn parse_secret(s: &str) -> Result<secrecy::SecretString, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(secrecy::SecretString::from(s.to_owned()))
+    }
+}
+
+/// Seconds: positive, at most an hour.
+fn parse_retry_base(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        Ok(_) => Err("must be more than 0 and at most 3600 seconds".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `balances` arguments.
@@ -685,5 +725,31 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    fn sandbox_args(flags: &[&str]) -> Result<super::SandboxArgs, clap::Error> {
+        use clap::Parser;
+        let args = ["p100-recon", "sandbox"].iter().chain(flags);
+        match super::Cli::try_parse_from(args)?.command {
+            super::Command::Sandbox(a) => Ok(a),
+            other => panic!("not the sandbox command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhook_url_and_token_come_together_and_the_token_stays_out_of_debug() {
+        let url = ["--webhook-url", "http://127.0.0.1:8080/webhooks/p100"];
+        let token = ["--webhook-token", "tok-123456"];
+        assert!(sandbox_args(&url).is_err());
+        assert!(sandbox_args(&token).is_err());
+        assert!(sandbox_args(&["--webhook-url", "ftp://x", token[0], token[1]]).is_err());
+        let a = sandbox_args(&[url[0], url[1], token[0], token[1]]).unwrap();
+        assert_eq!(a.webhook_url.as_deref(), Some(url[1]));
+        assert_eq!(a.webhook_retry_base_secs, 8.0);
+        assert!(!format!("{a:?}").contains("tok-123456"));
+        let a = sandbox_args(&["--webhook-retry-base-secs", "0.25"]).unwrap();
+        assert_eq!(a.webhook_retry_base_secs, 0.25);
+        assert!(sandbox_args(&["--webhook-retry-base-secs", "0"]).is_err());
+        assert!(sandbox_args(&[]).unwrap().webhook_url.is_none());
     }
 }

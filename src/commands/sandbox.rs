@@ -1,9 +1,11 @@
 //! `p100-recon sandbox`: the built-in P100 for local runs, tests and the demo.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use p100_sandbox::{GeneratorConfig, Sandbox, Scenario};
+use p100_sandbox::{GeneratorConfig, Sandbox, Scenario, WebhookConfig};
+use secrecy::ExposeSecret;
 
 use crate::UsageError;
 use crate::cli::SandboxArgs;
@@ -39,6 +41,18 @@ pub async fn run(settings: &Settings, args: SandboxArgs) -> anyhow::Result<ExitC
         (None, None) => sandbox,
     };
     sandbox.set_rate_limit(args.rate_limit);
+    // clap makes --webhook-url and --webhook-token come together.
+    if let (Some(url), Some(token)) = (&args.webhook_url, &args.webhook_token) {
+        sandbox.set_webhooks(Some(WebhookConfig {
+            retry_base: Duration::from_secs_f64(args.webhook_retry_base_secs),
+            ..WebhookConfig::new(url.clone(), token.expose_secret().to_owned())
+        }));
+        tracing::info!(
+            webhook.url = %url,
+            "delivering webhooks to {url} (retries after {} s, doubling)",
+            args.webhook_retry_base_secs
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

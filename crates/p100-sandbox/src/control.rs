@@ -15,6 +15,9 @@
 //! | `POST /__control/clock` | `{"advance_seconds": n}` | move the sandbox clock forward |
 //! | `POST /__control/config` | `{"exchange":{...},"sepa":{...}}` | replace those config sections |
 //! | `GET /__control/exchanges` | | every exchange created so far |
+//! | `GET /__control/webhooks` | | `{"configured","dropping","drop_remaining","webhooks":[...]}`: the webhook log ([`WebhookRecord`] shape, `body` as JSON), oldest first |
+//! | `POST /__control/webhooks/drop` | `{"times": n}` or `{"times": null}` | drop the next n webhook events, or all until cleared: never sent, logged `dropped` |
+//! | `DELETE /__control/webhooks/drop` | | stop dropping webhook events |
 //!
 //! Errors are HTTP 400 (bad body) or 404 (unknown owner) with `{"error": "..."}`.
 
@@ -27,15 +30,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::json_response;
 use crate::faults::Fault;
 use crate::routes::ok_json;
 use crate::scenario::{ExchangeConfig, KycSpec, SepaConfig, SepaSpec, TxSpec, UserSpec};
-use crate::{ControlError, Sandbox};
+use crate::{ControlError, Sandbox, WebhookRecord};
 
 pub(crate) fn routes() -> Router<Sandbox> {
     Router::new()
@@ -53,6 +56,11 @@ pub(crate) fn routes() -> Router<Sandbox> {
         .route("/__control/clock", post(clock))
         .route("/__control/config", post(config))
         .route("/__control/exchanges", get(exchanges))
+        .route("/__control/webhooks", get(webhooks))
+        .route(
+            "/__control/webhooks/drop",
+            post(drop_webhooks).delete(clear_webhook_drop),
+        )
 }
 
 fn bad(status: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -228,4 +236,53 @@ async fn config(State(sb): State<Sandbox>, body: Bytes) -> Response {
 
 async fn exchanges(State(sb): State<Sandbox>) -> Response {
     ok_json(&json!({ "exchanges": sb.exchanges() }))
+}
+
+#[derive(Serialize)]
+struct WebhooksBody {
+    configured: bool,
+    dropping: bool,
+    /// Events still to drop; null while dropping means all until cleared.
+    drop_remaining: Option<u32>,
+    webhooks: Vec<WebhookRecord>,
+}
+
+async fn webhooks(State(sb): State<Sandbox>) -> Response {
+    let (configured, (dropping, drop_remaining), webhooks) =
+        sb.with_hooks(|h| (h.is_configured(), h.drop_status(), h.log()));
+    ok_json(&WebhooksBody {
+        configured,
+        dropping,
+        drop_remaining,
+        webhooks,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropBody {
+    /// How many events to drop; absent or null: all until cleared.
+    #[serde(default)]
+    times: Option<u32>,
+}
+
+async fn drop_webhooks(State(sb): State<Sandbox>, body: Bytes) -> Response {
+    // An empty body means "drop everything", like `{"times": null}`.
+    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(DropBody { times: None })
+    } else {
+        parse::<DropBody>(&body)
+    };
+    match parsed {
+        Ok(b) => {
+            sb.drop_webhooks(b.times);
+            ok_json(&json!({"ok": true}))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn clear_webhook_drop(State(sb): State<Sandbox>) -> Response {
+    sb.clear_webhook_drop();
+    ok_json(&json!({"ok": true}))
 }

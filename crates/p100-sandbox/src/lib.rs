@@ -16,6 +16,16 @@
 //! Everything can be driven over HTTP (`/__control/...`, see [`control`])
 //! or in process through methods on [`Sandbox`].
 //!
+//! With [`Sandbox::with_webhooks`] (CLI: `--webhook-url U --webhook-token T`) the sandbox
+//! POSTs P100's webhooks for its own progressions to `U/kyc`, `U/user`, `U/sepa-transfer`,
+//! `U/exchange` and `U/crypto-deposit`, with `Authorization: <token>` and P100's retry
+//! schedule (5 attempts: at once, then after 8, 16, 32, 64 s; the base is configurable). A
+//! background task ticks the state every 50 ms while served, so timed changes are delivered
+//! without any request. [`Sandbox::drop_webhooks`] loses events on purpose;
+//! [`Sandbox::webhook_log`] shows what became of each ([`WebhookRecord`]). The exchange
+//! payload, the SEPA `error` fields and the crypto deposit's ids are the sandbox's guesses;
+//! see the README's "Webhooks".
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use p100_sandbox::{Fault, FaultKind, Sandbox, Scenario};
@@ -42,8 +52,11 @@
 //!
 //! # Layout
 //! `scenario` (input format), `generator` (on-demand bulk rows), `state` (the world and its
-//! progressions), `routes` (P100 endpoints and the fault/auth layer), `faults`, `stats`,
-//! `control`, `server` (accept loop), `money` (amount formats), `error` (P100 error bodies).
+//! progressions, one file per aggregate as in `routes`; each aggregate also writes the
+//! webhook events of its own changes into the state's outbox), `routes` (P100 endpoints and
+//! the fault/auth layer), `webhooks` (configuration, the ticker, delivery with retries, drop
+//! fault, log), `faults`, `stats`, `control`, `server` (accept loop), `money` (amount
+//! formats), `error` (P100 error bodies).
 
 #![warn(missing_docs)]
 
@@ -58,6 +71,7 @@ mod server;
 mod state;
 mod stats;
 mod util;
+mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,11 +93,13 @@ pub use scenario::{
 };
 pub use state::{ExchangeInfo, KycView, PARTNER};
 pub use stats::{HistoryRequest, RequestStats};
+pub use webhooks::{WebhookConfig, WebhookOutcome, WebhookRecord};
 
 use faults::FaultSet;
 use generator::Generated;
 use state::{State, StateError};
 use stats::Stats;
+use webhooks::Hooks;
 
 /// The API key used when none is configured.
 pub const DEFAULT_API_KEY: &str = "sandbox-key";
@@ -112,6 +128,9 @@ struct Inner {
     stats: Mutex<Stats>,
     api_key: RwLock<String>,
     rate_limit: Mutex<RateWindow>,
+    /// Webhook configuration, drop fault and delivery log (events themselves wait in the
+    /// state's outbox until the ticker takes them).
+    hooks: Mutex<Hooks>,
 }
 
 /// The server-side rate limit (`--rate-limit R`): at most `limit` requests admitted per
@@ -155,6 +174,7 @@ impl Sandbox {
                 stats: Mutex::new(Stats::default()),
                 api_key: RwLock::new(api_key.unwrap_or_else(|| DEFAULT_API_KEY.into())),
                 rate_limit: Mutex::new(RateWindow::default()),
+                hooks: Mutex::new(Hooks::default()),
             }),
         }
     }
@@ -258,12 +278,16 @@ impl Sandbox {
     }
 
     /// Serves on `listener` until `shutdown` completes, then waits (up to 5 s) for requests
-    /// in flight.
+    /// in flight. While serving, a background task delivers webhooks when they are configured
+    /// (see [`Sandbox::set_webhooks`]); it stops, with every delivery in flight, when serving
+    /// ends.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        // Aborted however serving ends, even if this future is dropped half way.
+        let _ticker = AbortOnDrop(tokio::spawn(webhooks::run(self.clone())));
         server::serve(self.router(), listener, shutdown).await
     }
 
@@ -330,11 +354,49 @@ impl Sandbox {
         f(&mut lock(&self.inner.stats))
     }
 
+    pub(crate) fn with_hooks<R>(&self, f: impl FnOnce(&mut Hooks) -> R) -> R {
+        f(&mut lock(&self.inner.hooks))
+    }
+
     pub(crate) fn with_faults<R>(&self, f: impl FnOnce(&mut FaultSet) -> R) -> R {
         f(&mut lock(&self.inner.faults))
     }
 
     // ---- in-process twins of the control endpoints --------------------------------------
+
+    /// Delivers P100 webhooks for the sandbox's own progressions to `config.url` (see
+    /// [`WebhookConfig`]). Deliveries run while the sandbox is served ([`Sandbox::serve`],
+    /// [`Sandbox::spawn`]).
+    pub fn with_webhooks(self, config: WebhookConfig) -> Self {
+        self.set_webhooks(Some(config));
+        self
+    }
+
+    /// Starts (`Some`) or stops (`None`) webhook deliveries. Stopping forgets events not yet
+    /// taken by the ticker; deliveries already started run their course.
+    pub fn set_webhooks(&self, config: Option<WebhookConfig>) {
+        let on = config.is_some();
+        self.with_hooks(|h| h.set_config(config));
+        lock(&self.inner.state).outbox.set_enabled(on);
+    }
+
+    /// The drop fault (`POST /__control/webhooks/drop`): the next `times` events, or with
+    /// `None` every event until [`Sandbox::clear_webhook_drop`], are never sent, as if P100
+    /// lost them. They show as [`WebhookOutcome::Dropped`] in the log.
+    pub fn drop_webhooks(&self, times: Option<u32>) {
+        self.with_hooks(|h| h.drop_events(times));
+    }
+
+    /// Ends the drop fault (`DELETE /__control/webhooks/drop`).
+    pub fn clear_webhook_drop(&self) {
+        self.with_hooks(Hooks::clear_drop);
+    }
+
+    /// Every webhook event so far (the newest 100,000), oldest first, with its outcome
+    /// (`GET /__control/webhooks`).
+    pub fn webhook_log(&self) -> Vec<WebhookRecord> {
+        self.with_hooks(|h| h.log())
+    }
 
     /// Adds a fault (`POST /__control/faults`).
     pub fn add_fault(&self, fault: Fault) {
@@ -483,6 +545,15 @@ impl Sandbox {
             st.create_lock(&from.to_lowercase(), &to.to_lowercase(), amount, now)
         });
         (l.id, l.rate, util::rfc3339_ms(l.expires_ms))
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -70,17 +70,7 @@ pub(crate) async fn details(State(sb): State<Sandbox>, Path(id): Path<String>) -
 }
 
 fn details_body(t: Sepa, user: Option<Value>) -> DetailsBody {
-    let error = (t.status == "FAILED").then(|| {
-        let mut m = serde_json::Map::new();
-        m.insert("errorCode".into(), Value::String(t.error.code.clone()));
-        if let Some(n) = &t.error.name {
-            m.insert("errorName".into(), Value::String(n.clone()));
-        }
-        if let Some(msg) = &t.error.message {
-            m.insert("errorMessage".into(), Value::String(msg.clone()));
-        }
-        Value::Object(m)
-    });
+    let error = t.error_json();
     DetailsBody {
         id: t.id,
         kind: "external",

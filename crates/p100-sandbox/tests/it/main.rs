@@ -6,3 +6,4 @@ mod helpers;
 mod paging;
 mod progressions;
 mod scenario_file;
+mod webhooks;
