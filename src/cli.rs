@@ -524,6 +524,27 @@ pub enum BenchCommand {
     /// users through K daemon processes against the sandbox limited to R requests per second,
     /// against the lower bound of P100 calls (SPEC §9.1). Runs in a scratch database it drops.
     Cycle(BenchCycleArgs),
+    /// The webhook receiver: deliveries stored and answered per second (against the same HTTP
+    /// server answering without storing), with every one counted afterwards; and, with
+    /// `--latency`, seconds from a sandbox state change to the local state, with webhooks and
+    /// with polling only. Runs in a scratch database it drops.
+    Webhooks(BenchWebhooksArgs),
+}
+
+/// `bench webhooks` arguments.
+#[derive(Debug, Args)]
+pub struct BenchWebhooksArgs {
+    /// Deliveries to send (one in ten a repeat of an earlier one).
+    #[arg(long, default_value_t = 20_000)]
+    pub deliveries: usize,
+    /// Deliveries in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Also measure the latency from a sandbox change to the local state: this many users
+    /// whose KYC progresses and as many SEPA transfers, through a daemon, with webhooks and
+    /// with polling only.
+    #[arg(long, value_name = "UNITS")]
+    pub latency: Option<usize>,
 }
 
 /// `bench cycle` arguments.

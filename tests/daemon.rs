@@ -2,7 +2,7 @@
 //! replicas, crashes, restarts, signals, poison, pick-up latency, schedules.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,107 +12,8 @@ use queue::{JobState, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p100-recon");
-
-/// The URL of the fresh database `#[sqlx::test]` made for this test.
-fn url_of(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
-    let mut url = url::Url::parse(&base).unwrap();
-    url.set_path(pool.connect_options().get_database().unwrap());
-    url.to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_schedule(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("p100-recon-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("schedule.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A daemon process; killed on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    async fn start(db: &str, p100: &RunningSandbox, schedule: &PathBuf, extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .arg("daemon")
-            .arg("--schedule")
-            .arg(schedule)
-            .args(extra)
-            .env("DATABASE_URL", db)
-            .env("P100_BASE_URL", p100.base_url())
-            .env("P100_API_KEY", p100_sandbox::DEFAULT_API_KEY)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            // Daemon logs only with TEST_LOG=1, like the tests' own.
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the daemon did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        daemon
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; its exit code.
-    async fn wait(mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{BIN, Daemon, free_port, url_of, write_schedule};
 
 async fn sandbox() -> RunningSandbox {
     Sandbox::from_scenario(Scenario::default())

@@ -26,6 +26,7 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
         BenchCommand::Ingest(args) => ingest_bench(settings, args).await,
         BenchCommand::Reconcile(args) => super::bench_reconcile::run(settings, args).await,
         BenchCommand::Cycle(args) => super::bench_cycle::run(settings, args).await,
+        BenchCommand::Webhooks(args) => super::bench_webhooks::run(settings, args).await,
     }
 }
 

@@ -176,17 +176,17 @@ fn generate(users: usize, seed: u64) -> World {
 }
 
 /// A folder for the daemons' schedule file and reports, removed at the end.
-struct ScratchDir(std::path::PathBuf);
+pub(super) struct ScratchDir(std::path::PathBuf);
 
 impl ScratchDir {
-    fn new() -> anyhow::Result<ScratchDir> {
+    pub(super) fn new() -> anyhow::Result<ScratchDir> {
         let path =
             std::env::temp_dir().join(format!("p100-recon-bench-cycle-{}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(ScratchDir(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -198,8 +198,8 @@ impl Drop for ScratchDir {
 }
 
 /// One daemon process of the cycle; killed if the benchmark ends early.
-struct Daemon {
-    child: Child,
+pub(super) struct Daemon {
+    pub(super) child: Child,
 }
 
 impl Drop for Daemon {
@@ -249,19 +249,32 @@ concurrency = 4
 /// Exchange finalizations submitted while history sync saturates the budget, one a second.
 const FINALIZE_PROBES: usize = 20;
 
-async fn start_daemon(
+/// What a benchmark's daemon process runs.
+pub(super) struct DaemonSpec<'a> {
+    /// `--kinds`.
+    pub(super) kinds: &'a str,
+    /// `P100_MAX_RPS`.
+    pub(super) budget_rps: u32,
+    /// `--max-connections`.
+    pub(super) max_connections: u32,
+    /// More environment.
+    pub(super) env: &'a [(&'a str, &'a str)],
+}
+
+/// Starts a daemon on `dir/schedule.toml`; returns it and its HTTP port once it listens.
+pub(super) async fn start_daemon(
     url: &str,
     sandbox: &str,
-    budget_rps: u32,
-    max_connections: u32,
+    spec: &DaemonSpec<'_>,
     dir: &Path,
 ) -> anyhow::Result<(Daemon, u16)> {
+    let (budget_rps, max_connections) = (spec.budget_rps, spec.max_connections);
     let port = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args([
             "daemon",
             "--kinds",
-            "tx_sync,reconcile,report,exchange_finalize",
+            spec.kinds,
             "--max-connections",
             &max_connections.to_string(),
             "--schedule",
@@ -280,6 +293,8 @@ async fn start_daemon(
             "RUST_LOG",
             std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .env_remove("P100_WEBHOOK_TOKEN")
+        .envs(spec.env.iter().copied())
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("BENCH_LOG").is_some() {
             Stdio::inherit()
@@ -422,8 +437,12 @@ async fn cycle_in(url: &str, args: &BenchCycleArgs) -> anyhow::Result<serde_json
             start_daemon(
                 url,
                 &sandbox.base_url(),
-                args.rps,
-                (72 / args.replicas as u32).clamp(4, 40),
+                &DaemonSpec {
+                    kinds: "tx_sync,reconcile,report,exchange_finalize",
+                    budget_rps: args.rps,
+                    max_connections: (72 / args.replicas as u32).clamp(4, 40),
+                    env: &[],
+                },
                 dir.path(),
             )
             .await?

@@ -11,6 +11,8 @@ mod bench;
 mod bench_cycle;
 mod bench_reconcile;
 mod bench_steady;
+mod bench_webhooks;
+mod bench_webhooks_latency;
 pub mod daemon;
 mod demo;
 mod discrepancies;
