@@ -733,8 +733,9 @@ pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Database on the configured server to work in, created when missing; refused when it
-    /// holds anything but demo data [default: p100_recon_demo].
+    /// Database on the configured server to work in, created when missing, emptied at the
+    /// start of every run; refused when it holds anything but demo data
+    /// [default: p100_recon_demo].
     #[arg(long, value_name = "NAME")]
     pub database: Option<String>,
 }

@@ -312,10 +312,37 @@ async fn the_demo_runs_a_full_cycle_and_finds_exactly_the_designed_discrepancies
         .await
         .unwrap();
 
-    // Again: the same discrepancies, updated rather than duplicated; a human summary.
+    // Again, from an emptied demo database: the same cycle, the same discrepancies; a human
+    // summary with one line per job kind, the changes P100 made during the run included.
     let (code, out, err) = demo(false).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("9 discrepancies"), "{out}");
+    for seen in [
+        "kyc_poll",
+        "bob-0002 VERIFIED",
+        "carol-0003 REJECTED_BY_PROVIDER (NO_FACE_FOUND)",
+        "dave-0004 unknown at P100",
+        "sepa_status",
+        "demo-sepa-3 SUCCESSFUL",
+        "demo-sepa-4 FAILED",
+        "demo-sepa-ghost MISSING_AT_PROVIDER",
+        "exchange_finalize",
+        "eur → btc COMPLETED",
+        "reconcile",
+        "report",
+        "brought a job forward",
+    ] {
+        assert!(out.contains(seen), "the summary lacks {seen:?}:\n{out}");
+    }
+    let webhooks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        webhooks >= 5,
+        "KYC, SEPA and exchange changes came by webhook: {webhooks}"
+    );
     assert!(out.contains("reconciliation.{json,csv,html}"), "{out}");
     let again: Vec<i64> = sqlx::query_scalar("SELECT id FROM discrepancies ORDER BY id")
         .fetch_all(&pool)

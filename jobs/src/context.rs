@@ -19,6 +19,43 @@ pub struct JobContext {
     pub p100_health: Arc<AtomicU8>,
     /// Where reports are written (`REPORT_DIR`).
     pub report_dir: std::path::PathBuf,
+    /// What this process's job runs did, per kind.
+    pub runs: Arc<RunStats>,
+}
+
+/// Runs, time and P100 requests per job kind in this process (the demo's summary; the daemon
+/// exports the same through `/metrics`).
+#[derive(Debug, Default)]
+pub struct RunStats {
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<crate::kinds::Kind, KindRuns>>,
+}
+
+/// One kind's runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindRuns {
+    /// Runs ended (any outcome).
+    pub runs: u64,
+    /// Time spent in them.
+    pub busy: std::time::Duration,
+    /// Requests they sent to P100.
+    pub p100_calls: u64,
+}
+
+impl RunStats {
+    /// Records one run.
+    pub fn record(&self, kind: crate::kinds::Kind, busy: std::time::Duration, p100_calls: u64) {
+        let mut by_kind = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = by_kind.entry(kind).or_default();
+        entry.runs += 1;
+        entry.busy += busy;
+        entry.p100_calls += p100_calls;
+    }
+
+    /// Every kind that ran, in the catalogue's order.
+    pub fn snapshot(&self) -> Vec<(crate::kinds::Kind, KindRuns)> {
+        let by_kind = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        by_kind.iter().map(|(k, r)| (*k, *r)).collect()
+    }
 }
 
 /// What this process knows about P100.

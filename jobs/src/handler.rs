@@ -65,23 +65,30 @@ pub async fn handle<J: Job>(
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        outcome = J::run(&ctx, args, attempt).instrument(span.clone()) => outcome,
-        () = lost => {
-            metrics::counter!("job_lease_lost_total", "kind" => J::KIND.name()).increment(1);
-            Outcome::retry("stopped: the job's lease was taken from this process while it ran")
-        }
+    let counted = p100::calls::counted(J::run(&ctx, args, attempt).instrument(span.clone()));
+    let (outcome, p100_calls) = tokio::select! {
+        counted = counted => counted,
+        () = lost => (
+            {
+                metrics::counter!("job_lease_lost_total", "kind" => J::KIND.name()).increment(1);
+                Outcome::retry("stopped: the job's lease was taken from this process while it ran")
+            },
+            0,
+        ),
     };
     drop(lease);
     let elapsed = started.elapsed();
     metrics::histogram!("job_duration_seconds", "kind" => J::KIND.name())
         .record(elapsed.as_secs_f64());
+    metrics::counter!("job_p100_requests_total", "kind" => J::KIND.name()).increment(p100_calls);
+    ctx.runs.record(J::KIND, elapsed, p100_calls);
     let _entered = span.enter();
     let duration_ms = elapsed.as_millis() as u64;
     match &outcome {
         Outcome::Done(_) | Outcome::Snooze { .. } => {
             tracing::info!(
                 duration_ms,
+                p100_requests = p100_calls,
                 outcome = outcome.label(),
                 "job {id} ({}) finished in {duration_ms} ms",
                 J::KIND

@@ -251,7 +251,11 @@ async fn reconcile_run(
     // are kept.
     let mut covered: Vec<Owner> = Vec::with_capacity(owners.len());
     let (batches, mut fetched) = tokio::sync::mpsc::channel(1);
-    let fetcher = tokio::spawn(fetch_balances(client.clone(), owners, batches));
+    let fetcher = tokio::spawn(p100::calls::propagate(fetch_balances(
+        client.clone(),
+        owners,
+        batches,
+    )));
     while let Some(answers) = fetched.recv().await {
         let mut reads = record_reads(ctx, answers, &mut tally).await?;
         let mut ledger = settled_balances(ctx, &reads).await?;

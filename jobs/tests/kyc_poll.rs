@@ -61,6 +61,7 @@ async fn setup(pool: &PgPool, key: &str) -> (RunningSandbox, JobContext) {
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir: std::env::temp_dir(),
+        runs: Default::default(),
     };
     let ids: Vec<String> = ["walks", "rejected", "no-kyc", "ghost"]
         .iter()
@@ -213,6 +214,7 @@ async fn a_thousand_concurrent_polls_stay_under_the_rate_limit_and_use_it(pool: 
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir: std::env::temp_dir(),
+        runs: Default::default(),
     };
     ledger::users::track(
         &pool,

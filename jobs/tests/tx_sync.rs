@@ -449,6 +449,7 @@ async fn the_sweep_spreads_one_sync_per_tracked_user_over_its_interval(pool: PgP
         schedule: std::sync::Arc::new(jobs::schedule::ScheduleFile::default()),
         p100_health: std::sync::Arc::default(),
         report_dir: std::env::temp_dir(),
+        runs: Default::default(),
     };
     let args = jobs::sync_sweep::SyncSweepArgs {
         v: 0,

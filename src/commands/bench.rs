@@ -79,6 +79,7 @@ async fn queue_bench(settings: &Settings, args: BenchQueueArgs) -> anyhow::Resul
         }),
         p100_health: Arc::default(),
         report_dir: settings.report_dir.clone(),
+        runs: Default::default(),
     };
     let options = WorkerOptions {
         workers_per_kind: args.workers,

@@ -62,6 +62,7 @@ async fn bench_in(
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir,
+        runs: Default::default(),
     };
     // Peak memory from here on: seeding is not the measured work.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

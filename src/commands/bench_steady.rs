@@ -284,6 +284,7 @@ async fn steady_in(
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir: std::env::temp_dir(),
+        runs: Default::default(),
     };
     jobs::reconcile::reconcile(&ctx, &jobs::reconcile::ReconcileArgs::default())
         .await

@@ -203,6 +203,7 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
         schedule,
         p100_health: health,
         report_dir: settings.report_dir.clone(),
+        runs: Default::default(),
     };
     let stop_for_signal = stop_tx.clone();
     let grace = options.grace;

@@ -1,11 +1,14 @@
-//! `p100-recon demo`: the README's main command, one full cycle.
+//! `p100-recon demo`: the README's main command, the whole product in one run.
 //!
-//! Serves the built-in P100 sandbox (`scenarios/demo.toml`, which contains designed
-//! discrepancies) when no P100 credentials are configured, registers the demo's users and
-//! SEPA transfers through the intake functions, runs the daemon's workers in this process,
-//! follows the transfers, runs the nightly chain (sync → reconcile → report) through the
-//! queue, and prints the report summary and where its files are. Idempotent: a second run
-//! finds the same discrepancies (updated, not duplicated) and rewrites today's report.
+//! Serves the built-in P100 sandbox (`scenarios/demo.toml`, with designed discrepancies),
+//! which delivers its webhooks to the daemon's receiver served here; runs the daemon's workers
+//! in this process; follows four users' KYC (one verified while the demo runs, one rejected,
+//! one unknown at P100), five SEPA transfers (one succeeds and one fails while it runs, one
+//! P100 never heard of) and one exchange it locks and finalizes; then the nightly chain (sync →
+//! reconcile → report) through the queue. Prints one line per job kind (what it did, how
+//! long, how many P100 requests), the webhooks, then the report summary. Every run starts
+//! from an empty demo database (P100's side, the sandbox, starts afresh too), so a second run
+//! shows the same cycle and finds the same discrepancies.
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -17,7 +20,7 @@ use jobs::JobContext;
 use jobs::kinds::Kind;
 use ledger::Owner;
 use ledger::intake::FirstJob;
-use p100_sandbox::Sandbox;
+use p100_sandbox::{Sandbox, WebhookConfig};
 use rust_decimal::Decimal;
 
 use crate::UsageError;
@@ -28,11 +31,15 @@ use crate::worker::{self, WorkerOptions};
 /// Users the demo follows; `dave-0004` is unknown at P100 by design.
 const USERS: [&str; 4] = ["alice-0001", "bob-0002", "carol-0003", "dave-0004"];
 /// Partner SEPA transfers the demo follows: (transferId, amount registered).
-const TRANSFERS: [(&str, &str); 3] = [
+const TRANSFERS: [(&str, &str); 5] = [
     ("demo-sepa-1", "250.00"),
     ("demo-sepa-2", "100.00"),
+    ("demo-sepa-3", "75.00"),
+    ("demo-sepa-4", "60.00"),
     ("demo-sepa-ghost", "42.00"),
 ];
+/// The exchange the demo locks and finalizes: (from, to, amount).
+const EXCHANGE: (&str, &str, &str) = ("eur", "btc", "100.00");
 
 /// The demo's own database on the configured server, unless `--database` names another.
 pub const DEMO_DATABASE: &str = "p100_recon_demo";
@@ -60,7 +67,36 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
             "note: P100 credentials are set; the demo ignores them and uses its built-in sandbox"
         );
     }
+    let pool = crate::db::connect(url, 8).await?;
+    claim_for_demo(&pool, name).await?;
+    crate::db::migrate(&pool).await?;
+
+    // The daemon's webhook receiver, with a token of this run's own.
+    let token = uuid::Uuid::new_v4().to_string();
+    let receiver = crate::webhooks::Receiver {
+        pool: pool.clone(),
+        token: Some(Arc::new(secrecy::SecretString::from(token.clone()))),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let webhook_url = format!("http://{}/webhooks/p100", listener.local_addr()?);
+    let (http_stop, mut http_stopped) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn({
+        let router = crate::webhooks::router(receiver.clone());
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.changed().await;
+                })
+                .await
+        }
+    });
+
     let running = Sandbox::from_scenario(super::sandbox::demo_scenario())
+        .with_webhooks(WebhookConfig {
+            retry_base: Duration::from_secs(1),
+            ..WebhookConfig::new(webhook_url, token)
+        })
         .spawn()
         .await
         .context("cannot start the built-in P100 sandbox")?;
@@ -69,35 +105,33 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         base.parse().context("sandbox URL")?,
         p100::ApiKey::new(p100_sandbox::DEFAULT_API_KEY),
     );
-    let (client, target, _sandbox) = (
-        p100::Client::new(config)?,
-        format!("{base} (built-in sandbox)"),
-        running,
-    );
-    let pool = crate::db::connect(url, 8).await?;
-    claim_for_demo(&pool, name).await?;
-    crate::db::migrate(&pool).await?;
+    let client = p100::Client::new(config)?;
+    let target = format!("{base} (built-in sandbox)");
     let schedule = Arc::new(super::daemon::load_schedule(None)?);
 
     // Intake, as an operator (or the partner's application) would do it.
     let users: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
-    // Their first KYC polls are left to the intake sweep, as for the partner's own inserts.
-    ledger::users::track(&pool, &users, "demo", FirstJob::LeftToSweep).await?;
+    ledger::users::track(&pool, &users, "demo", FirstJob::QueuedByCaller).await?;
     let mut first_jobs = Vec::new();
+    for user in USERS {
+        let args = serde_json::json!({ "user": user });
+        first_jobs.push(
+            jobs::enqueue::new_job(Kind::KycPoll, args, &schedule, None)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
     for (transfer, amount) in TRANSFERS {
-        if ledger::sepa::find(&pool, transfer).await?.is_none() {
-            let mut tx = pool.begin().await?;
-            ledger::sepa::track(
-                &mut tx,
-                &Owner::Partner,
-                transfer,
-                Decimal::from_str(amount)?,
-                "eur",
-                FirstJob::QueuedByCaller,
-            )
-            .await?;
-            tx.commit().await?;
-        }
+        let mut tx = pool.begin().await?;
+        ledger::sepa::track(
+            &mut tx,
+            &Owner::Partner,
+            transfer,
+            Decimal::from_str(amount)?,
+            "eur",
+            FirstJob::QueuedByCaller,
+        )
+        .await?;
+        tx.commit().await?;
         // The demo does not wait an hour for P100 to show a transfer it never heard of.
         let args = serde_json::json!({ "transfer": transfer, "not_found_grace_seconds": 0 });
         first_jobs.push(
@@ -105,6 +139,30 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
                 .map_err(anyhow::Error::msg)?,
         );
     }
+    // One exchange, locked at P100 now and registered as `exchange submit` does.
+    let (from, to, amount) = EXCHANGE;
+    let (lock_id, _rate, expires_at) =
+        running
+            .sandbox()
+            .create_lock(from, to, Decimal::from_str(amount)?);
+    let exchange = ledger::exchanges::submit(
+        &pool,
+        &ledger::exchanges::NewExchange {
+            owner: &Owner::Partner,
+            lock_id: &lock_id,
+            from,
+            to,
+            amount: Decimal::from_str(amount)?,
+            expires_at: chrono::DateTime::parse_from_rfc3339(&expires_at)?.to_utc(),
+        },
+        FirstJob::QueuedByCaller,
+    )
+    .await?;
+    let finalize = serde_json::json!({ "exchange": exchange.to_string() });
+    first_jobs.push(
+        jobs::enqueue::new_job(Kind::ExchangeFinalize, finalize, &schedule, None)
+            .map_err(anyhow::Error::msg)?,
+    );
 
     // The daemon's workers, in this process.
     let ctx = JobContext {
@@ -113,7 +171,15 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         schedule,
         p100_health: Arc::default(),
         report_dir: settings.report_dir.clone(),
+        runs: Default::default(),
     };
+    let (inbox_stop, inbox_stopped) = tokio::sync::watch::channel(false);
+    let inbox = tokio::spawn(crate::webhooks::run_inbox(
+        pool.clone(),
+        ctx.schedule.clone(),
+        receiver.wake.clone(),
+        inbox_stopped,
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let workers = {
         let ctx = ctx.clone();
@@ -135,8 +201,12 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         })
     };
     let cycle = async {
-        let ids = enqueue_all(&pool, &first_jobs).await?;
-        wait_runs(&pool, &ids, "following the SEPA transfers").await?;
+        let started = Instant::now();
+        enqueue_all(&pool, &first_jobs).await?;
+        // The changes P100 makes while we watch reach us by webhook; the pollers would wait
+        // a minute (KYC) or half a minute (SEPA) before looking again.
+        wait_until_followed(&pool, exchange).await?;
+        let followed_in = started.elapsed();
         let chain = serde_json::json!({ "sync": true, "report": true });
         let run = jobs::enqueue::new_job(Kind::Reconcile, chain, &ctx.schedule, None)
             .map_err(anyhow::Error::msg)?;
@@ -167,12 +237,16 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
             .max()
             .with_context(|| format!("run {run_id} queued no report for {day}"))?;
         wait_runs(&pool, &[report], "writing the report").await?;
-        anyhow::Ok((run, day))
+        anyhow::Ok((run, day, followed_in))
     };
     let outcome = cycle.await;
     let _ = stop_tx.send(());
     let _ = workers.await;
-    let (run, day) = outcome?;
+    let _ = inbox_stop.send(true);
+    let _ = inbox.await;
+    let _ = http_stop.send(true);
+    let _ = http.await;
+    let (run, day, followed_in) = outcome?;
 
     // The report job wrote the files; the summary is built from the same run.
     let report = jobs::report::build(&pool, &run).await?;
@@ -183,6 +257,15 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     }
     println!("P100: {target}");
     println!("Database: {}", crate::settings::redact_url(url));
+    println!();
+    println!(
+        "Followed to their ends in {:.1} s (KYC, SEPA and the exchange, prompted by P100's webhooks):",
+        followed_in.as_secs_f64()
+    );
+    for line in job_lines(&pool, &ctx.runs, &run).await? {
+        println!("  {line}");
+    }
+    println!("  {}", webhook_line(&pool).await?);
     println!();
     print!("{}", recon::render::summary_text(&report));
     println!();
@@ -233,8 +316,8 @@ async fn demo_database(server: &str, name: &str) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
-/// Refuses a database that holds anything but the demo's data; marks an empty one as the
-/// demo's.
+/// Refuses a database that holds anything but the demo's data; empties one that holds the
+/// demo's (every run starts afresh, as P100's side, the sandbox, does); marks it as the demo's.
 async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()> {
     let (tables, marked): (i64, bool) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE table_name <> $1), bool_or(table_name = $1) IS TRUE \
@@ -250,6 +333,11 @@ async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()>
              {DEMO_DATABASE}) or an empty one"
         ))
         .into());
+    }
+    if marked {
+        sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+            .execute(pool)
+            .await?;
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS {DEMO_MARKER} (claimed_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -302,4 +390,131 @@ async fn wait_runs(pool: &ledger::PgPool, jobs: &[(i64, i32)], what: &str) -> an
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until every user's KYC, every transfer and the exchange has reached an end.
+async fn wait_until_followed(pool: &ledger::PgPool, exchange: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut open = Vec::new();
+        for user in USERS {
+            let u = ledger::users::show(pool, user).await?;
+            let ended = u.as_ref().is_some_and(|u| {
+                u.unknown_at_p100
+                    || matches!(u.kyc_status.as_deref(), Some("VERIFIED" | "EXPIRED"))
+                    || u.kyc_attempt_status.as_deref() == Some("REJECTED_BY_PROVIDER")
+            });
+            if !ended {
+                open.push(format!("KYC of {user}"));
+            }
+        }
+        for (transfer, _) in TRANSFERS {
+            let t = ledger::sepa::find(pool, transfer).await?;
+            let status = t.map(|t| t.status).unwrap_or_default();
+            if !matches!(
+                status.as_str(),
+                "SUCCESSFUL" | "FAILED" | ledger::sepa::MISSING
+            ) {
+                open.push(format!("transfer {transfer}"));
+            }
+        }
+        let ex = ledger::exchanges::find(pool, &exchange.to_string()).await?;
+        if !ex.is_some_and(|ex| jobs::exchange_finalize::is_final(&ex.state)) {
+            open.push(format!("exchange {exchange}"));
+        }
+        if open.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("still in progress after 60 s: {}", open.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One line per job kind that ran: runs, time, P100 requests, and what it did.
+async fn job_lines(
+    pool: &ledger::PgPool,
+    runs: &jobs::context::RunStats,
+    run: &ledger::reconciliation::Run,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (kind, stats) in runs.snapshot() {
+        let did = match kind {
+            Kind::KycPoll => {
+                let mut seen = Vec::new();
+                for user in USERS {
+                    let Some(u) = ledger::users::show(pool, user).await? else {
+                        continue;
+                    };
+                    seen.push(match (u.unknown_at_p100, &u.kyc_rejection_reason) {
+                        (true, _) => format!("{user} unknown at P100"),
+                        (false, Some(reason)) => format!(
+                            "{user} {} ({reason})",
+                            u.kyc_attempt_status.unwrap_or_default()
+                        ),
+                        (false, None) => format!("{user} {}", u.kyc_status.unwrap_or_default()),
+                    });
+                }
+                seen.join(", ")
+            }
+            Kind::SepaStatus => {
+                let mut seen = Vec::new();
+                for (transfer, _) in TRANSFERS {
+                    if let Some(t) = ledger::sepa::find(pool, transfer).await? {
+                        seen.push(format!("{transfer} {}", t.status));
+                    }
+                }
+                seen.join(", ")
+            }
+            Kind::ExchangeFinalize => {
+                let all = ledger::exchanges::list(pool, 10).await?;
+                all.iter()
+                    .map(|ex| {
+                        format!(
+                            "{} {} → {} {} (exchangeId {})",
+                            ex.amount,
+                            ex.currency_from,
+                            ex.currency_to,
+                            ex.state,
+                            ex.exchange_id.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+            Kind::Reconcile => format!(
+                "run {}: histories synced, {} accounts checked, {} discrepancies",
+                run.id, run.accounts_checked, run.discrepancies
+            ),
+            Kind::Report => format!("report of {}", run.started_at.date_naive()),
+            Kind::TxSync => "histories synced when a webhook named a movement".to_owned(),
+            _ => String::new(),
+        };
+        lines.push(format!(
+            "{:<18} {:>3} run{} {:>6.2} s {:>4} P100 requests  {did}",
+            kind.name(),
+            stats.runs,
+            if stats.runs == 1 { " " } else { "s" },
+            stats.busy.as_secs_f64(),
+            stats.p100_calls
+        ));
+    }
+    Ok(lines)
+}
+
+/// What the webhooks did.
+async fn webhook_line(pool: &ledger::PgPool) -> anyhow::Result<String> {
+    let ledger::webhooks::Totals {
+        events,
+        deliveries,
+        brought_forward: forward,
+        confirmed,
+        ignored,
+    } = ledger::webhooks::totals(pool).await?;
+    Ok(format!(
+        "{:<18} {events} events ({deliveries} deliveries) from P100: {forward} brought a job forward, \
+         {confirmed} confirmed by P100's API, {ignored} about nothing followed (see `webhooks list`)",
+        "webhooks"
+    ))
 }

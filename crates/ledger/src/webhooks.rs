@@ -251,3 +251,30 @@ pub async fn show(db: impl PgExecutor<'_>, id: i64) -> Result<Option<(Delivery, 
         .await?;
     Ok(row.map(|r| (r.delivery, r.body)))
 }
+
+/// Counts over the whole inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Totals {
+    /// Rows (distinct deliveries).
+    pub events: i64,
+    /// Deliveries including P100's repeats.
+    pub deliveries: i64,
+    /// Rows that brought a job forward.
+    pub brought_forward: i64,
+    /// Rows whose job's run has answered them.
+    pub confirmed: i64,
+    /// Rows about nothing we follow.
+    pub ignored: i64,
+}
+
+/// Counts over the whole inbox.
+pub async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, Error> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) AS events, coalesce(sum(deliveries), 0)::bigint AS deliveries,
+                count(job_id) AS brought_forward, count(confirmed_at) AS confirmed,
+                count(*) FILTER (WHERE state = 'ignored') AS ignored
+           FROM webhook_deliveries",
+    )
+    .fetch_one(db)
+    .await?)
+}

@@ -418,6 +418,7 @@ impl Client {
         };
 
         let outcome = async {
+            crate::calls::record();
             let response = request.send().await.map_err(|e| {
                 fail(
                     transport_failure(&e),

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod calls;
 mod client;
 mod config;
 pub mod enums;

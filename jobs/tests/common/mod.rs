@@ -47,6 +47,7 @@ pub async fn start(pool: &PgPool, scenario: Scenario) -> (RunningSandbox, JobCon
         schedule: Arc::default(),
         p100_health: Arc::default(),
         report_dir: std::env::temp_dir(),
+        runs: Default::default(),
     };
     (sandbox, ctx)
 }
