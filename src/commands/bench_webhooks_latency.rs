@@ -19,23 +19,32 @@ pub async fn measure(url: &str, units: usize) -> anyhow::Result<serde_json::Valu
     let with = phase(&pool, url, units, true).await?;
     let without = phase(&pool, url, units, false).await?;
     pool.close().await;
-    let (w50, w99, wmax) = percentiles(with);
-    let (p50, p99, pmax) = percentiles(without);
+    let all = |lags: &[(&str, f64)]| lags.iter().map(|l| l.1).collect::<Vec<_>>();
+    let of = |lags: &[(&str, f64)], route: &str| {
+        lags.iter()
+            .filter(|l| l.0 == route)
+            .map(|l| l.1)
+            .collect::<Vec<_>>()
+    };
+    let (w50, w99, wmax) = percentiles(all(&with));
+    let (p50, p99, pmax) = percentiles(all(&without));
     Ok(json!({
         "latency_units": units * 2,
         "webhook_lag_ms_p50": w50, "webhook_lag_ms_p99": w99, "webhook_lag_ms_max": wmax,
+        "webhook_lag_ms_p99_kyc": percentiles(of(&with, "kyc")).1,
+        "webhook_lag_ms_p99_sepa": percentiles(of(&with, "sepa-transfer")).1,
         "polling_lag_ms_p50": p50, "polling_lag_ms_p99": p99, "polling_lag_ms_max": pmax,
         "p99_ratio_polling_to_webhooks": if w99 > 0.0 { (p99 / w99 * 10.0).round() / 10.0 } else { 0.0 },
     }))
 }
 
-/// One run; the lag of every change, in ms.
+/// One run; the route and lag in ms of every change.
 async fn phase(
     pool: &ledger::PgPool,
     url: &str,
     units: usize,
     webhooks: bool,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let tag = if webhooks { "wh" } else { "poll" };
     let p100 = Sandbox::from_scenario(Scenario::default()).spawn().await?;
     let dir = ScratchDir::new()?;
@@ -130,7 +139,15 @@ async fn phase(
                 seen_sepa(pool, &change.entity_id).await?
             };
             if let Some(seen) = seen {
-                lags.push((seen - change.changed_at).num_milliseconds().max(0) as f64);
+                let route = if change.route == "kyc" {
+                    "kyc"
+                } else {
+                    "sepa-transfer"
+                };
+                lags.push((
+                    route,
+                    (seen - change.changed_at).num_milliseconds().max(0) as f64,
+                ));
             }
         }
         if lags.len() == units * 2 {
