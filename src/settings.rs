@@ -187,6 +187,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// `NO_COLOR` is set (to anything non-empty, as no-color.org says): never colour logs.
+    pub no_color: bool,
     /// Hosts besides loopback P100 may be reached at over plain http.
     pub p100_plain_http_hosts: Vec<String>,
 }
@@ -402,6 +404,7 @@ impl Settings {
             report_dir: PathBuf::from(merged.report_dir.unwrap_or_else(|| "reports".to_owned())),
             http_addr,
             log_format,
+            no_color: env.get("NO_COLOR").is_some_and(|v| !v.is_empty()),
             p100_plain_http_hosts: merged
                 .p100_plain_http_hosts
                 .iter()

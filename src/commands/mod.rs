@@ -45,7 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         "info"
     };
-    crate::telemetry::init(settings.log_format, level);
+    crate::telemetry::init(settings.log_format, level, settings.no_color);
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Users(command) => users::run(&settings, command).await,
