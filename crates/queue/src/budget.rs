@@ -38,8 +38,12 @@ pub const SILENT_LIMIT: Duration = Duration::from_secs(45);
 /// A silent member's reserve: this fraction of an even share.
 const RESERVE_DIVISOR: u32 = 10;
 /// An idle member keeps at least this fraction of an even share, so an urgent request that
-/// arrives there waits one slot of it at most before the member turns busy and grows.
+/// arrives there finds a slot before the member turns busy and grows…
 const FLOOR_DIVISOR: u32 = 20;
+/// …but never more than this many requests per second (a request waits half a second at
+/// most): with 200 rps and three members, a twentieth of an even share left 3 % of the budget
+/// unused whenever one member did all the work.
+const FLOOR_MAX_RPS: u32 = 2;
 /// Serialises beats, so each sees the others' caps as they are.
 const BEAT_LOCK: i64 = 0x7031_3030_6275_6467;
 
@@ -82,7 +86,7 @@ pub fn target(budget: u32, live: &[Member], silent: u32, me: &str) -> u32 {
         return even(index, available, n);
     }
     let most = available / n;
-    let floor = (most / FLOOR_DIVISOR).max(1).min(most);
+    let floor = (most / FLOOR_DIVISOR).clamp(1, FLOOR_MAX_RPS).min(most);
     let keep = |m: &Member| ((m.used * 2.0).ceil() as u32).clamp(floor, most);
     if !live[index].busy {
         return keep(&live[index]);
@@ -293,10 +297,10 @@ mod tests {
     #[test]
     fn a_busy_member_gets_what_idle_ones_do_not_use() {
         let live = [m("a", true, 66.0), m("b", false, 0.0), m("c", false, 4.0)];
-        // Idle: b keeps the floor (66 / 20 = 3), c twice its use; a the rest.
-        assert_eq!(targets(200, &live, 0), vec![189, 3, 8]);
+        // Idle: b keeps the floor (2 rps), c twice its use; a the rest.
+        assert_eq!(targets(200, &live, 0), vec![190, 2, 8]);
         let live = [m("a", true, 90.0), m("b", true, 90.0), m("c", false, 1.0)];
-        assert_eq!(targets(200, &live, 0), vec![99, 98, 3]);
+        assert_eq!(targets(200, &live, 0), vec![99, 99, 2]);
     }
 
     #[test]
