@@ -10,6 +10,7 @@ pub mod commands;
 pub mod db;
 pub mod http;
 pub mod settings;
+pub mod table;
 pub mod telemetry;
 pub mod webhooks;
 pub mod worker;

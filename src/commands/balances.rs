@@ -44,16 +44,16 @@ pub fn to_json(rows: &[ProviderBalance]) -> serde_json::Value {
     )
 }
 
-/// A plain-text table: owner, currency, amount.
+/// A plain-text table: owner, currency, amount (in the currency's decimal places).
 pub fn table(rows: &[ProviderBalance]) -> String {
-    let mut out = format!("{:<24} {:<8} {:>24}\n", "owner", "currency", "balance");
+    use crate::table::Align::{Left, Right};
+    let mut t = crate::table::new(&[("owner", Left), ("currency", Left), ("balance", Right)]);
     for b in rows {
-        out.push_str(&format!(
-            "{:<24} {:<8} {:>24}\n",
+        t.row([
             b.owner.to_string(),
-            b.currency,
-            b.amount
-        ));
+            b.currency.clone(),
+            recon::money::shown(b.amount, &b.currency),
+        ]);
     }
-    out
+    t.render() + "\n"
 }

@@ -262,7 +262,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         "Followed to their ends in {:.1} s (KYC, SEPA and the exchange, prompted by P100's webhooks):",
         followed_in.as_secs_f64()
     );
-    for line in job_lines(&pool, &ctx.runs, &run).await? {
+    for line in job_table(&pool, &ctx.runs, &run).await?.lines() {
         println!("  {line}");
     }
     println!("  {}", webhook_line(&pool).await?);
@@ -432,13 +432,20 @@ async fn wait_until_followed(pool: &ledger::PgPool, exchange: i64) -> anyhow::Re
     }
 }
 
-/// One line per job kind that ran: runs, time, P100 requests, and what it did.
-async fn job_lines(
+/// A table with one row per job kind that ran: runs, time, P100 requests, and what it did.
+async fn job_table(
     pool: &ledger::PgPool,
     runs: &jobs::context::RunStats,
     run: &ledger::reconciliation::Run,
-) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
+) -> anyhow::Result<String> {
+    use crate::table::Align::{Left, Right};
+    let mut table = crate::table::new(&[
+        ("job kind", Left),
+        ("runs", Right),
+        ("seconds", Right),
+        ("P100 requests", Right),
+        ("what it did", Left),
+    ]);
     for (kind, stats) in runs.snapshot() {
         let did = match kind {
             Kind::KycPoll => {
@@ -473,7 +480,7 @@ async fn job_lines(
                     .map(|ex| {
                         format!(
                             "{} {} → {} {} (exchangeId {})",
-                            ex.amount,
+                            recon::money::shown(ex.amount, &ex.currency_from),
                             ex.currency_from,
                             ex.currency_to,
                             ex.state,
@@ -491,16 +498,15 @@ async fn job_lines(
             Kind::TxSync => "histories synced when a webhook named a movement".to_owned(),
             _ => String::new(),
         };
-        lines.push(format!(
-            "{:<18} {:>3} run{} {:>6.2} s {:>4} P100 requests  {did}",
-            kind.name(),
-            stats.runs,
-            if stats.runs == 1 { " " } else { "s" },
-            stats.busy.as_secs_f64(),
-            stats.p100_calls
-        ));
+        table.row([
+            kind.name().to_owned(),
+            stats.runs.to_string(),
+            format!("{:.2}", stats.busy.as_secs_f64()),
+            stats.p100_calls.to_string(),
+            did,
+        ]);
     }
-    Ok(lines)
+    Ok(table.render())
 }
 
 /// What the webhooks did.
@@ -513,8 +519,8 @@ async fn webhook_line(pool: &ledger::PgPool) -> anyhow::Result<String> {
         ignored,
     } = ledger::webhooks::totals(pool).await?;
     Ok(format!(
-        "{:<18} {events} events ({deliveries} deliveries) from P100: {forward} brought a job forward, \
-         {confirmed} confirmed by P100's API, {ignored} about nothing followed (see `webhooks list`)",
-        "webhooks"
+        "webhooks: {events} events ({deliveries} deliveries) from P100; {forward} brought a job \
+         forward, {confirmed} confirmed by P100's API, {ignored} about nothing followed (see \
+         `webhooks list`)"
     ))
 }

@@ -35,26 +35,34 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:>6}  {:<8} {:<13} {:<20} {:<14} {:<5} {:>16}  subject",
-                    "id", "severity", "state", "class", "owner", "cur", "delta/amount"
-                );
+                use crate::table::Align::{Left, Right};
+                let mut t = crate::table::new(&[
+                    ("id", Right),
+                    ("severity", Left),
+                    ("state", Left),
+                    ("class", Left),
+                    ("owner", Left),
+                    ("cur", Left),
+                    ("delta/amount", Right),
+                    ("subject", Left),
+                ]);
                 for d in &rows {
-                    println!(
-                        "{:>6}  {:<8} {:<13} {:<20} {:<14} {:<5} {:>16}  {}",
-                        d.id,
-                        d.severity,
-                        d.state,
-                        d.class,
+                    let currency = d.currency.as_deref().unwrap_or("-");
+                    t.row([
+                        d.id.to_string(),
+                        d.severity.to_string(),
+                        d.state.to_string(),
+                        d.class.to_string(),
                         owner_label(d),
-                        d.currency.as_deref().unwrap_or("-"),
+                        currency.to_owned(),
                         d.delta
                             .or(d.amount)
-                            .map(|a| a.to_string())
+                            .map(|a| recon::money::shown(a, currency))
                             .unwrap_or_default(),
-                        super::shown(d.subject.as_deref().unwrap_or(""))
-                    );
+                        d.subject.clone().unwrap_or_default(),
+                    ]);
                 }
+                t.print();
             }
         }
         DiscrepanciesCommand::Show { id, json } => {

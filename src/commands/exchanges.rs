@@ -98,22 +98,28 @@ pub async fn inspect(settings: &Settings, command: ExchangesCommand) -> anyhow::
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:>6}  {:<38} {:<12} {:>16} {:<5}→{:<5} exchangeId",
-                    "id", "lockId", "state", "amount", "from", "to"
-                );
+                use crate::table::Align::{Left, Right};
+                let mut t = crate::table::new(&[
+                    ("id", Right),
+                    ("lockId", Left),
+                    ("state", Left),
+                    ("amount", Right),
+                    ("from", Left),
+                    ("to", Left),
+                    ("exchangeId", Left),
+                ]);
                 for e in &rows {
-                    println!(
-                        "{:>6}  {:<38} {:<12} {:>16} {:<5}→{:<5} {}",
-                        e.id,
-                        e.lock_id,
-                        e.state,
-                        e.amount,
-                        e.currency_from,
-                        e.currency_to,
-                        e.exchange_id.as_deref().unwrap_or("-")
-                    );
+                    t.row([
+                        e.id.to_string(),
+                        e.lock_id.clone(),
+                        e.state.clone(),
+                        recon::money::shown(e.amount, &e.currency_from),
+                        e.currency_from.clone(),
+                        e.currency_to.clone(),
+                        e.exchange_id.clone().unwrap_or_else(|| "-".into()),
+                    ]);
                 }
+                t.print();
             }
         }
         ExchangesCommand::Show { id, json } => {

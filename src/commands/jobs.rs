@@ -46,25 +46,30 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:>8}  {:<18} {:<10} {:>8}  {:<24} last error",
-                    "id", "kind", "state", "attempts", "run at"
-                );
+                use crate::table::Align::{Left, Right};
+                let mut t = crate::table::new(&[
+                    ("id", Right),
+                    ("kind", Left),
+                    ("state", Left),
+                    ("attempts", Right),
+                    ("run at", Left),
+                    ("last error", Left),
+                ]);
                 for job in &rows {
-                    println!(
-                        "{:>8}  {:<18} {:<10} {:>8}  {:<24} {}",
-                        job.id,
-                        job.kind,
-                        job.state,
+                    t.row([
+                        job.id.to_string(),
+                        job.kind.clone(),
+                        job.state.to_string(),
                         format!("{}/{}", job.attempts, job.max_attempts),
                         job.run_at
                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         job.last_error
                             .as_deref()
                             .map(|e| e.chars().take(60).collect::<String>())
-                            .unwrap_or_default()
-                    );
+                            .unwrap_or_default(),
+                    ]);
                 }
+                t.print();
             }
             Ok(ExitCode::SUCCESS)
         }

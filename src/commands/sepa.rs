@@ -60,21 +60,26 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<38} {:<20} {:>14} {:<4} {:<9} owner",
-                    "transferId", "status", "amount", "cur", "hold"
-                );
+                use crate::table::Align::{Left, Right};
+                let mut table = crate::table::new(&[
+                    ("transferId", Left),
+                    ("status", Left),
+                    ("amount", Right),
+                    ("cur", Left),
+                    ("hold", Left),
+                    ("owner", Left),
+                ]);
                 for t in &rows {
-                    println!(
-                        "{:<38} {:<20} {:>14} {:<4} {:<9} {}",
-                        t.transfer_id,
-                        t.status,
-                        t.amount,
-                        t.currency,
-                        t.hold_state,
-                        t.owner().map(|o| o.to_string()).unwrap_or_default()
-                    );
+                    table.row([
+                        t.transfer_id.clone(),
+                        t.status.clone(),
+                        recon::money::shown(t.amount, &t.currency),
+                        t.currency.clone(),
+                        t.hold_state.clone(),
+                        t.owner().map(|o| o.to_string()).unwrap_or_default(),
+                    ]);
                 }
+                table.print();
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -107,22 +107,26 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
-                println!(
-                    "{:<36} {:<16} {:<22} {:<8} checked at",
-                    "user", "kyc", "attempt", "unknown"
-                );
+                use crate::table::Align::Left;
+                let mut t = crate::table::new(&[
+                    ("user", Left),
+                    ("kyc", Left),
+                    ("attempt", Left),
+                    ("unknown", Left),
+                    ("checked at", Left),
+                ]);
                 for u in &users {
-                    println!(
-                        "{:<36} {:<16} {:<22} {:<8} {}",
-                        u.external_user_id,
-                        u.kyc_status.as_deref().unwrap_or("-"),
-                        u.kyc_attempt_status.as_deref().unwrap_or("-"),
-                        u.unknown_at_p100,
+                    t.row([
+                        u.external_user_id.clone(),
+                        u.kyc_status.clone().unwrap_or_else(|| "-".into()),
+                        u.kyc_attempt_status.clone().unwrap_or_else(|| "-".into()),
+                        u.unknown_at_p100.to_string(),
                         u.kyc_checked_at
                             .map(|t| t.to_rfc3339())
-                            .unwrap_or_else(|| "never".into())
-                    );
+                            .unwrap_or_else(|| "never".into()),
+                    ]);
                 }
+                t.print();
             }
         }
         UsersCommand::Show { id, json } => {

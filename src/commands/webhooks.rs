@@ -29,23 +29,30 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:>8}  {:<20} {:<17} {:<9} {:>3}  {:<28} {:<24} effect",
-                    "id", "received", "route", "state", "n", "entity", "status"
-                );
+                use crate::table::Align::{Left, Right};
+                let mut t = crate::table::new(&[
+                    ("id", Right),
+                    ("received", Left),
+                    ("route", Left),
+                    ("state", Left),
+                    ("n", Right),
+                    ("entity", Left),
+                    ("status", Left),
+                    ("effect", Left),
+                ]);
                 for d in &rows {
-                    println!(
-                        "{:>8}  {:<20} {:<17} {:<9} {:>3}  {:<28} {:<24} {}",
-                        d.id,
-                        d.received_at.format("%Y-%m-%d %H:%M:%S"),
-                        d.route,
-                        d.state,
-                        d.deliveries,
-                        d.entity_id.as_deref().unwrap_or("-"),
-                        d.status.as_deref().unwrap_or("-"),
-                        effect_line(d)
-                    );
+                    t.row([
+                        d.id.to_string(),
+                        d.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        d.route.clone(),
+                        d.state.clone(),
+                        d.deliveries.to_string(),
+                        d.entity_id.clone().unwrap_or_else(|| "-".into()),
+                        d.status.clone().unwrap_or_else(|| "-".into()),
+                        effect_line(d),
+                    ]);
                 }
+                t.print();
             }
             Ok(ExitCode::SUCCESS)
         }

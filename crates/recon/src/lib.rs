@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod money;
 pub mod render;
 pub mod report;
 pub mod severity;

@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 
 use crate::check::Class;
+use crate::money::shown;
 use crate::report::{Report, ReportDiscrepancy, TrendPoint};
 use crate::severity::Severity;
 
@@ -126,9 +127,9 @@ pub fn summary_text(report: &Report) -> String {
             .chain(s.by_currency.iter().map(|c| {
                 [
                     one_line(&c.currency),
-                    c.provider_total.to_string(),
-                    c.ledger_total.to_string(),
-                    c.delta.to_string(),
+                    shown(c.provider_total, &c.currency),
+                    shown(c.ledger_total, &c.currency),
+                    shown(c.delta, &c.currency),
                 ]
             }))
             .collect();
