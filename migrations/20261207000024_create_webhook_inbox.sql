@@ -32,14 +32,17 @@ CREATE TABLE webhook_deliveries (
 );
 
 CREATE INDEX webhook_deliveries_by_fingerprint ON webhook_deliveries (fingerprint, received_at);
+CREATE INDEX webhook_deliveries_by_entity ON webhook_deliveries (entity_id, route, id);
 CREATE INDEX webhook_deliveries_to_act ON webhook_deliveries (id)
     WHERE state = 'accepted' AND acted_at IS NULL;
 CREATE INDEX webhook_deliveries_to_confirm ON webhook_deliveries (id)
     WHERE job_id IS NOT NULL AND confirmed_at IS NULL;
 
 -- Stores one delivery, or counts it on the row of the same delivery received within
--- `repeat_window` (P100 retries for about two minutes). One round trip and one commit per
--- delivery; the advisory lock (class 0x5748) serialises only identical deliveries.
+-- `repeat_window` (P100 retries for about two minutes), unless a newer delivery on the route
+-- has named the same entity since (then the same body again is a new event: PENDING,
+-- REJECTED, PENDING again). One round trip and one commit per delivery; the advisory lock
+-- (class 0x5748) serialises only identical deliveries.
 CREATE FUNCTION p100_recon_receive_webhook(
     p_route TEXT, p_state TEXT, p_reason TEXT, p_entity_id TEXT, p_external_user_id TEXT,
     p_status TEXT, p_body TEXT, p_body_bytes INT, p_canonical BYTEA, p_repeat_window INTERVAL
@@ -55,6 +58,8 @@ BEGIN
      WHERE d.id = (SELECT max(w.id) FROM webhook_deliveries w
                     WHERE w.fingerprint = v_fingerprint
                       AND w.received_at > clock_timestamp() - p_repeat_window)
+       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries n
+                        WHERE n.entity_id = p_entity_id AND n.route = p_route AND n.id > d.id)
     RETURNING d.id INTO v_id;
     IF v_id IS NOT NULL THEN
         RETURN QUERY SELECT v_id, TRUE;

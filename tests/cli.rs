@@ -383,6 +383,42 @@ async fn the_demo_refuses_a_database_that_is_not_its_own(pool: sqlx::PgPool) {
     assert_eq!(before, after);
 }
 
+/// Review: the demo empties its database on every run (`DROP SCHEMA public CASCADE`). A
+/// database whose own data lives in another schema, or that has an extension installed in
+/// `public`, looked empty to the first check and would have been broken by the second run.
+#[sqlx::test(migrations = false)]
+async fn the_demo_refuses_a_database_with_other_schemas_or_extensions(pool: sqlx::PgPool) {
+    let name = pool.connect_options().get_database().unwrap().to_owned();
+    sqlx::raw_sql("CREATE SCHEMA app; CREATE TABLE app.customers (id int); INSERT INTO app.customers VALUES (1);")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let demo = |name: String| async move {
+        tokio::task::spawn_blocking(move || {
+            run(bin()
+                .args(["demo", "--database", &name])
+                .env("DATABASE_URL", std::env::var("DATABASE_URL").unwrap()))
+        })
+        .await
+        .unwrap()
+    };
+    let (code, _, err) = demo(name.clone()).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("other schemas or extensions"), "{err}");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM app.customers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    let public: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(public, 0, "the demo wrote into a database it refused");
+}
+
 #[sqlx::test(migrations = false)]
 async fn ledger_verify_passes_a_consistent_ledger_and_fails_a_drifted_one(pool: sqlx::PgPool) {
     let url = url_of(&pool);

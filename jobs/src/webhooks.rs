@@ -44,7 +44,24 @@ pub async fn act(pool: &ledger::PgPool, schedule: &ScheduleFile) -> Result<usize
     let mut tx = pool.begin().await.map_err(ledger::Error::from)?;
     let deliveries = ledger::webhooks::claim_unacted(&mut tx, BATCH).await?;
     for d in &deliveries {
-        let effect = effect_of(&mut tx, schedule, d).await?;
+        // Each delivery in a savepoint: one that cannot be acted on (an id stored before
+        // today's checks, say) is recorded as such instead of blocking the inbox behind it.
+        let mut one = ledger::savepoint(&mut tx).await?;
+        let effect = match effect_of(&mut one, schedule, d).await {
+            Ok(effect) => {
+                one.commit().await.map_err(ledger::Error::from)?;
+                effect
+            }
+            Err(e) if is_database(&e) => return Err(e),
+            Err(e) => {
+                one.rollback().await.map_err(ledger::Error::from)?;
+                Effect {
+                    state: DeliveryState::Ignored,
+                    text: format!("could not be acted on: {e}"),
+                    job: None,
+                }
+            }
+        };
         tracing::info!(
             webhook.id = d.id,
             webhook.route = %d.route,
@@ -62,6 +79,14 @@ pub async fn act(pool: &ledger::PgPool, schedule: &ScheduleFile) -> Result<usize
     Ok(deliveries.len())
 }
 
+/// A failure of the database itself (the batch is retried later), not of one delivery.
+fn is_database(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Ledger(ledger::Error::Database(_)) | Error::Queue(queue::Error::Database(_))
+    )
+}
+
 /// Notes deliveries whose job has finished the run that answers them; returns each one's
 /// route and seconds from its arrival to now.
 pub async fn confirm(pool: &ledger::PgPool) -> Result<Vec<(String, f64)>, Error> {
@@ -71,23 +96,29 @@ pub async fn confirm(pool: &ledger::PgPool) -> Result<Vec<(String, f64)>, Error>
     }
     let ids: Vec<i64> = waiting.iter().map(|w| w.job_id).collect();
     let jobs = queue::store::runs_of(pool, &ids).await?;
+    let answered: Vec<i64> = waiting
+        .iter()
+        .filter(|w| {
+            jobs.iter().any(|&(id, runs, state)| {
+                id == w.job_id && (runs >= w.job_runs || state.is_final())
+            })
+        })
+        .map(|w| w.id)
+        .collect();
+    if answered.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Every replica looks; the one whose update marks a row reports it, once.
     let now = chrono::Utc::now();
-    let mut done = Vec::new();
-    let mut seconds = Vec::new();
-    for w in &waiting {
-        let answered = jobs
-            .iter()
-            .any(|&(id, runs, state)| id == w.job_id && (runs >= w.job_runs || state.is_final()));
-        if answered {
-            done.push(w.id);
+    let confirmed = ledger::webhooks::confirm(pool, &answered).await?;
+    Ok(waiting
+        .iter()
+        .filter(|w| confirmed.contains(&w.id))
+        .map(|w| {
             let waited = (now - w.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-            seconds.push((w.route.clone(), waited));
-        }
-    }
-    if !done.is_empty() {
-        ledger::webhooks::confirm(pool, &done).await?;
-    }
-    Ok(seconds)
+            (w.route.clone(), waited)
+        })
+        .collect())
 }
 
 /// Decides and does what one delivery leads to.

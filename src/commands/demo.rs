@@ -319,13 +319,27 @@ async fn demo_database(server: &str, name: &str) -> anyhow::Result<String> {
 /// Refuses a database that holds anything but the demo's data; empties one that holds the
 /// demo's (every run starts afresh, as P100's side, the sandbox, does); marks it as the demo's.
 async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()> {
-    let (tables, marked): (i64, bool) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE table_name <> $1), bool_or(table_name = $1) IS TRUE \
-           FROM information_schema.tables WHERE table_schema = 'public'",
+    // Every relation in `public` (not only those this role may see), and anything outside
+    // it: another schema or an extension would be dropped or broken by the reset below.
+    let (tables, marked, elsewhere): (i64, bool, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE c.relname <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')),
+                bool_or(c.relname = $1) IS TRUE,
+                (SELECT count(*) FROM pg_namespace
+                  WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%')
+              + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public'",
     )
     .bind(DEMO_MARKER)
     .fetch_one(pool)
     .await?;
+    if elsewhere > 0 {
+        return Err(UsageError(format!(
+            "database {name} holds other schemas or extensions; the demo empties its database \
+             on every run and works only in its own (default {DEMO_DATABASE}) or an empty one"
+        ))
+        .into());
+    }
     if tables > 0 && !marked {
         return Err(UsageError(format!(
             "database {name} holds data that is not the demo's ({tables} tables); the demo \

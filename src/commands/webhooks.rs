@@ -67,6 +67,9 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
                 value["body"] = serde_json::Value::String(body);
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
+                // Everything but our own words came from outside: shown with its control
+                // characters replaced, so a body cannot drive the operator's terminal.
+                use super::shown;
                 println!("webhook delivery {} to {} ({})", d.id, d.route, d.state);
                 println!(
                     "  received   {} ({}×, last {})",
@@ -74,17 +77,18 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
                 );
                 if let Some(entity) = &d.entity_id {
                     println!(
-                        "  names      {entity} {}",
-                        d.status.as_deref().unwrap_or("")
+                        "  names      {} {}",
+                        shown(entity),
+                        shown(d.status.as_deref().unwrap_or(""))
                     );
                 }
                 if let Some(user) = &d.external_user_id {
-                    println!("  user       {user}");
+                    println!("  user       {}", shown(user));
                 }
                 if let Some(reason) = &d.reason {
-                    println!("  reason     {reason}");
+                    println!("  reason     {}", shown(reason));
                 }
-                println!("  effect     {}", effect_line(&d));
+                println!("  effect     {}", shown(&effect_line(&d)));
                 if let Some(at) = d.confirmed_at {
                     println!(
                         "  confirmed  {at} (by job {})",
@@ -92,7 +96,7 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
                     );
                 }
                 println!("  body ({} bytes):", d.body_bytes);
-                println!("{body}");
+                println!("{}", shown(&body));
             }
             Ok(ExitCode::SUCCESS)
         }

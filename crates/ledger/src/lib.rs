@@ -24,6 +24,12 @@ pub mod webhooks;
 pub use owner::Owner;
 pub use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+/// A savepoint inside the caller's transaction: committing it keeps its work; rolling it
+/// back (or dropping it) undoes only that.
+pub async fn savepoint(conn: &mut PgConnection) -> Result<Transaction<'_, Postgres>, Error> {
+    Ok(sqlx::Connection::begin(conn).await?)
+}
+
 /// The project's migrations (top-level `migrations/`), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 

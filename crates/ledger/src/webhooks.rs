@@ -201,13 +201,16 @@ pub async fn unconfirmed(db: impl PgExecutor<'_>) -> Result<Vec<Unconfirmed>, Er
     .await?)
 }
 
-/// Marks deliveries confirmed now.
-pub async fn confirm(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<(), Error> {
-    sqlx::query("UPDATE webhook_deliveries SET confirmed_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(db)
-        .await?;
-    Ok(())
+/// Marks deliveries confirmed now; returns those this call marked (not already marked by
+/// another replica).
+pub async fn confirm(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<i64>, Error> {
+    Ok(sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET confirmed_at = now()
+          WHERE id = ANY($1) AND confirmed_at IS NULL RETURNING id",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
 }
 
 /// Filter of [`list`].

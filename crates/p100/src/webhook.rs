@@ -130,6 +130,9 @@ pub enum Rejection {
     /// An id or status too long to be real.
     #[error("field {0} is longer than 200 characters")]
     FieldTooLong(&'static str),
+    /// An id or status with control characters (NUL, escapes, line breaks).
+    #[error("field {0} contains control characters")]
+    ControlCharacters(&'static str),
 }
 
 /// Reads a delivery to `route`. The body is parsed as JSON without floats (amounts, if ever
@@ -155,6 +158,7 @@ pub fn parse(route: Route, body: &[u8]) -> Result<Hint, Rejection> {
         };
         match found {
             Some(s) if s.chars().count() > MAX_FIELD => Err(Rejection::FieldTooLong(name)),
+            Some(s) if s.chars().any(char::is_control) => Err(Rejection::ControlCharacters(name)),
             other => Ok(other),
         }
     };
@@ -266,6 +270,17 @@ mod tests {
         }
         let big = vec![b' '; MAX_BODY + 1];
         assert_eq!(parse(Route::Kyc, &big), Err(Rejection::TooLarge));
+        assert_eq!(
+            parse(Route::Kyc, br#"{"externalUserId":"a\u0000b"}"#),
+            Err(Rejection::ControlCharacters("externalUserId"))
+        );
+        assert_eq!(
+            parse(
+                Route::SepaTransfer,
+                br#"{"id":"t","status":"OK\u001b[31m"}"#
+            ),
+            Err(Rejection::ControlCharacters("status"))
+        );
         let long = format!(r#"{{"externalUserId":"{}"}}"#, "u".repeat(201));
         assert_eq!(
             parse(Route::User, long.as_bytes()),
