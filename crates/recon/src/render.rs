@@ -2,7 +2,8 @@
 //! `reconciliation.csv` (one row per discrepancy), `reconciliation.html` (one self-contained
 //! page for an operator) and a short summary for a terminal.
 //!
-//! Amounts are printed as the exact decimal strings of the model, never through a float.
+//! Amounts are never printed through a float: JSON and CSV carry the model's exact decimal
+//! strings; the summary and the HTML show each currency's decimal places (`crate::money`).
 //! The HTML page loads nothing: inline CSS, an inline SVG chart, no scripts, no links.
 
 use std::collections::BTreeMap;
@@ -375,9 +376,9 @@ pub fn html(report: &Report, trend: &[TrendPoint]) -> String {
                 o,
                 "<tr><td class=\"cur\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{}</tr>",
                 escape(&c.currency),
-                escape(&c.provider_total.to_string()),
-                escape(&c.ledger_total.to_string()),
-                delta_cell(Some(&c.delta)),
+                escape(&shown(c.provider_total, &c.currency)),
+                escape(&shown(c.ledger_total, &c.currency)),
+                delta_cell(Some(&c.delta), &c.currency),
             );
         }
         o.push_str("</tbody>\n</table>\n");
@@ -450,7 +451,7 @@ pub fn html(report: &Report, trend: &[TrendPoint]) -> String {
                 opt_text(u.reference.as_deref()),
                 owner_cell(&u.owner, u.external_user_id.as_deref()),
                 escape(&u.currency),
-                escape(&u.amount.to_string()),
+                escape(&shown(u.amount, &u.currency)),
                 escape(&u.class),
                 escape(&u.status),
             );
@@ -461,7 +462,7 @@ pub fn html(report: &Report, trend: &[TrendPoint]) -> String {
 
     let _ = writeln!(
         o,
-        "<footer>Generated for run <code>{}</code>. <code>reconciliation.json</code> is the contract; amounts here are its exact decimal strings, times are UTC.</footer>",
+        "<footer>Generated for run <code>{}</code>. <code>reconciliation.json</code> is the contract; amounts here are in each currency's decimal places (never rounded: the JSON and CSV keep P100's exact strings), times are UTC.</footer>",
         escape(&report.run_id)
     );
     o.push_str("</main>\n</body>\n</html>\n");
@@ -588,6 +589,7 @@ fn discrepancy_table(
             "open" | "acknowledged" | "resolved" => d.state.as_str(),
             _ => "",
         };
+        let currency = d.currency.as_deref().unwrap_or("");
         let _ = writeln!(
             o,
             "<tr id=\"d-{id}\"><td class=\"mono\">{id}</td><td class=\"wrap\">{owner}</td><td class=\"cur\">{cur}</td><td class=\"cls\">{class}</td><td class=\"mono wrap\">{subject}</td><td class=\"num\">{provider}</td><td class=\"num\">{ledger}</td>{delta}<td><span class=\"state {state_class}\">{state}</span></td><td class=\"when\" title=\"{seen_full}\">{seen}<div class=\"sub\">{age}</div></td><td class=\"detail\">{detail}</td><td class=\"expl\">{expl}</td></tr>",
@@ -595,9 +597,9 @@ fn discrepancy_table(
             owner = owner_cell(&d.owner, d.external_user_id.as_deref()),
             cur = opt_text(d.currency.as_deref()),
             subject = opt_text(d.subject.as_deref()),
-            provider = opt_text(d.provider_balance.map(|v| v.to_string()).as_deref()),
-            ledger = opt_text(d.ledger_balance.map(|v| v.to_string()).as_deref()),
-            delta = delta_cell(d.delta.as_ref()),
+            provider = opt_text(d.provider_balance.map(|v| shown(v, currency)).as_deref()),
+            ledger = opt_text(d.ledger_balance.map(|v| shown(v, currency)).as_deref()),
+            delta = delta_cell(d.delta.as_ref(), currency),
             state = escape(&d.state),
             seen = escape(&d.first_seen_at.format("%Y-%m-%d").to_string()),
             seen_full = escape(&display_time(&d.first_seen_at)),
@@ -620,7 +622,7 @@ fn explanations_cell(d: &ReportDiscrepancy) -> String {
             "<li><span class=\"mono\">{}</span><br><code>{}</code> <span class=\"num\">{}</span></li>",
             escape(&e.provider_tx_id),
             escape(&e.class),
-            escape(&e.amount.to_string())
+            escape(&shown(e.amount, d.currency.as_deref().unwrap_or("")))
         );
     }
     s.push_str("</ul>");
@@ -638,16 +640,16 @@ fn owner_cell(owner: &str, user: Option<&str>) -> String {
     }
 }
 
-fn delta_cell(delta: Option<&Decimal>) -> String {
+fn delta_cell(delta: Option<&Decimal>, currency: &str) -> String {
     match delta {
         None => "<td class=\"num\"><span class=\"null\">—</span></td>".to_string(),
         Some(d) if d.is_zero() => format!(
             "<td class=\"num delta-zero\">{}</td>",
-            escape(&d.to_string())
+            escape(&shown(*d, currency))
         ),
         Some(d) => format!(
             "<td class=\"num delta-nonzero\">{}</td>",
-            escape(&d.to_string())
+            escape(&shown(*d, currency))
         ),
     }
 }

@@ -718,3 +718,32 @@ fn html_renders_in_chromium() {
             .unwrap_or_else(|e| panic!("copying the screenshot to {dest:?}: {e}"));
     }
 }
+
+/// Issue 15: one table showed `0.75` beside `0.75000000` and `80.5` beside `85.50`. The
+/// summary and the page show each currency in its decimal places; the JSON keeps P100's
+/// exact strings (the contract).
+#[test]
+fn the_summary_and_page_show_each_currency_in_its_places_and_the_json_stays_exact() {
+    let mut report = sample();
+    report.summary.by_currency[0].provider_total = d("80.5");
+    report.summary.by_currency[0].ledger_total = d("85.50");
+    report.summary.by_currency[2].provider_total = d("0.75");
+    let summary = render::summary_text(&report);
+    assert!(
+        summary.contains("80.50") && summary.contains("85.50"),
+        "{summary}"
+    );
+    assert!(summary.contains("0.75000000"), "{summary}");
+    assert!(
+        !summary.contains(" 80.5 ") && !summary.contains(" 0.75 "),
+        "{summary}"
+    );
+    let page = render::html(&report, &trend(&report));
+    assert!(
+        page.contains(">80.50<") && page.contains(">0.75000000<"),
+        "mixed places in the page"
+    );
+    let json = report_json(&report);
+    assert_eq!(json["summary"]["by_currency"][0]["provider_total"], "80.5");
+    assert_eq!(json["summary"]["by_currency"][2]["provider_total"], "0.75");
+}
