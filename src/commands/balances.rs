@@ -1,25 +1,33 @@
 //! `p100-recon balances`: read balances through the client, store and print them.
 
+use clap::Args;
 use std::process::ExitCode;
 
 use ledger::Owner;
 use ledger::snapshots::ProviderBalance;
 
 use crate::UsageError;
-use crate::cli::BalancesArgs;
+
 use crate::settings::Settings;
+
+/// `balances` arguments.
+#[derive(Debug, Args)]
+pub struct BalancesArgs {
+    /// Whose balances (the partner's when neither is given).
+    #[command(flatten)]
+    pub owner: crate::cli::OwnerArgs,
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+}
 
 pub async fn run(settings: &Settings, args: BalancesArgs) -> anyhow::Result<ExitCode> {
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let client = settings.p100_client().map_err(UsageError::from)?;
-    let owner = match &args.user {
-        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
-        None => Owner::Partner,
-    };
+    let owner = args.owner.owner()?.unwrap_or(Owner::Partner);
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
     let rows = jobs::balances::snapshot_balances(&client, &pool, &owner).await?;
-    if args.json {
+    if args.output.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&rows))?);
     } else {
         print!("{}", table(&rows));

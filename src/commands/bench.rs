@@ -1,5 +1,6 @@
 //! `p100-recon bench …`: measurements with a baseline from the same run, as one JSON line.
 
+use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,9 +12,132 @@ use jobs::schedule::{KindLimits, ScheduleFile};
 use queue::NewJob;
 
 use crate::UsageError;
-use crate::cli::{BenchCommand, BenchIngestArgs, BenchQueueArgs};
+
 use crate::settings::Settings;
 use crate::worker::{self, WorkerOptions};
+
+/// `bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// No-op jobs through the project's queue, against a raw batched SKIP LOCKED loop.
+    Queue(BenchQueueArgs),
+    /// Generated P100 history synced into the ledger through the real client and job, against
+    /// a raw COPY of the same rows into the same tables. Runs in a scratch database it drops.
+    Ingest(BenchIngestArgs),
+    /// One full reconciliation of N accounts (P100 balances served by the sandbox without a
+    /// rate limit), against a raw GROUP BY over the same entries.
+    Reconcile(BenchReconcileArgs),
+    /// One full cycle (every history synced, one reconciliation, the report) of N generated
+    /// users through K daemon processes against the sandbox limited to R requests per second,
+    /// against the lower bound of P100 calls (SPEC §9.1). Runs in a scratch database it drops.
+    Cycle(BenchCycleArgs),
+    /// The webhook receiver: deliveries stored and answered per second (against the same HTTP
+    /// server answering without storing), with every one counted afterwards; and, with
+    /// `--latency`, seconds from a sandbox state change to the local state, with webhooks and
+    /// with polling only. Runs in a scratch database it drops.
+    Webhooks(BenchWebhooksArgs),
+}
+
+/// `bench webhooks` arguments.
+#[derive(Debug, Args)]
+pub struct BenchWebhooksArgs {
+    /// Deliveries to send (one in ten a repeat of an earlier one).
+    #[arg(long, default_value_t = 20_000)]
+    pub deliveries: usize,
+    /// Deliveries in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Also measure the latency from a sandbox change to the local state: this many users
+    /// whose KYC progresses and as many SEPA transfers, through a daemon, with webhooks and
+    /// with polling only.
+    #[arg(long, value_name = "UNITS")]
+    pub latency: Option<usize>,
+}
+
+/// `bench cycle` arguments.
+#[derive(Debug, Args)]
+pub struct BenchCycleArgs {
+    /// Generated users (1–3 currencies each, histories of 0–60 rows, 1 in 97 over 150).
+    #[arg(long, default_value_t = 2_000)]
+    pub users: usize,
+    /// The sandbox's rate limit, requests per second (the deployment's P100_MAX_RPS).
+    #[arg(long, default_value_t = 200)]
+    pub rps: u32,
+    /// Daemon processes on the one database, sharing the rps budget (P100_BUDGET=deployment).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Instead of one cycle: H hours of the schedule in simulated time (partner sync every
+    /// 5 minutes, user sweep every 10, the nightly sync and reconciliation at the end), run in
+    /// this process on a generated day of traffic; reports P100 requests per simulated day
+    /// against the bound (every new row read once). Use with a small `--users` (e.g. 100).
+    #[arg(long)]
+    pub steady_hours: Option<u32>,
+    /// With `--steady-hours`: partner history rows P100 adds per simulated day.
+    #[arg(long, default_value_t = 200_000)]
+    pub partner_rows_per_day: u64,
+    /// With `--steady-hours`: history rows each user gains per simulated day.
+    #[arg(long, default_value_t = 10)]
+    pub user_rows_per_day: u64,
+    /// With `--steady-hours`: simulated hours run before measuring, so the measured hours sit
+    /// inside the daily deep re-read's period as in a long-running deployment.
+    #[arg(long, default_value_t = 12)]
+    pub warmup_hours: u32,
+    /// With `--steady-hours`: how far back each sync reads (`fixed`: 24 h behind the cursor
+    /// on every run, the behaviour before the overlap policy).
+    #[arg(long, value_enum, default_value_t = BenchOverlap::Policy)]
+    pub overlap: BenchOverlap,
+}
+
+/// How far back the syncs of `bench cycle --steady-hours` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOverlap {
+    /// `tx_sync`'s policy: a minute behind the cursor, a day once a day of P100 time.
+    Policy,
+    /// 24 h behind the cursor on every run.
+    Fixed,
+}
+
+/// `bench reconcile` arguments.
+#[derive(Debug, Args)]
+pub struct BenchReconcileArgs {
+    /// (owner, currency) accounts: users × 4 currencies, plus the partner's.
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `bench ingest` arguments.
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// Transactions to generate and sync.
+    #[arg(long, default_value_t = 100_000)]
+    pub transactions: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `bench queue` arguments.
+#[derive(Debug, Args)]
+pub struct BenchQueueArgs {
+    /// Jobs to enqueue and process.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Finished jobs placed in the table first (the rate must hold as the table grows).
+    #[arg(long, default_value_t = 0)]
+    pub preload_done: usize,
+    /// Workers in this process.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Rows claimed per fetch (and concurrency per worker).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+}
 
 /// Queue names of the benchmark, apart from any daemon's real queues.
 const BENCH_QUEUE: &str = "bench.noop";

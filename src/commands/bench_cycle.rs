@@ -13,8 +13,8 @@ use ledger::Owner;
 use p100_sandbox::{PartnerSpec, Scenario, TxSpec, UserSpec};
 use rust_decimal::Decimal;
 
+use super::bench::BenchCycleArgs;
 use crate::UsageError;
-use crate::cli::BenchCycleArgs;
 use crate::settings::Settings;
 
 pub(super) const CURRENCIES: [&str; 3] = ["eur", "btc", "usdc"];

@@ -12,8 +12,8 @@ use jobs::JobContext;
 use jobs::reconcile::ReconcileArgs;
 use p100_sandbox::{GeneratorConfig, Sandbox};
 
+use super::bench::BenchReconcileArgs;
 use crate::UsageError;
-use crate::cli::BenchReconcileArgs;
 use crate::settings::Settings;
 
 /// Rows per COPY message while seeding.

@@ -17,9 +17,10 @@ use jobs::tx_sync::{DEEP_OVERLAP, Overlap, Window};
 use ledger::Owner;
 use p100_sandbox::{RunningSandbox, Scenario, TxSpec, UserSpec};
 
+use super::bench::BenchCycleArgs;
+use super::bench::BenchOverlap;
 use super::bench_cycle::{CURRENCIES, row, user_id};
 use crate::UsageError;
-use crate::cli::{BenchCycleArgs, BenchOverlap};
 use crate::settings::Settings;
 
 /// The partner's schedule (`partner-sync`, every 5 minutes): one simulated step.

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
+use super::bench::BenchWebhooksArgs;
 use crate::UsageError;
-use crate::cli::BenchWebhooksArgs;
 use crate::settings::Settings;
 
 const TOKEN: &str = "bench-webhook-token";

@@ -1,7 +1,9 @@
 //! `p100-recon daemon`: workers, the scheduler and the HTTP endpoint until SIGINT/SIGTERM,
 //! then a drain within the grace period.
 
+use clap::Args;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
@@ -14,11 +16,48 @@ use jobs::schedule::ScheduleFile;
 use tokio::sync::watch;
 
 use crate::UsageError;
-use crate::cli::DaemonArgs;
+
 use crate::http::HttpState;
 use crate::settings::Settings;
 use crate::worker::{self, WorkerOptions};
 use jobs::context::P100Health;
+
+/// `daemon` arguments.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Schedule and per-kind limits [default: jobs/schedule.toml, else the built-in copy].
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
+    /// How long shutdown waits for in-flight jobs before leaving them to be rescued.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub grace: String,
+    /// How long a claimed job stays claimed without renewal (a crashed daemon's jobs return
+    /// to the queue after this).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lease: String,
+    /// Lease renewal and rescue cadence.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub heartbeat: String,
+    /// Idle poll interval (NOTIFY wakes workers at once; this is the safety net).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub poll_interval: String,
+    /// Finished (done, cancelled) jobs are deleted after this age.
+    #[arg(long, default_value = "168h", value_name = "DURATION")]
+    pub prune_done_after: String,
+    /// Dead jobs are deleted after this age.
+    #[arg(long, default_value = "720h", value_name = "DURATION")]
+    pub prune_dead_after: String,
+    /// Workers per job kind in this process.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers_per_kind: usize,
+    /// Only these job kinds (comma-separated) [default: all].
+    #[arg(long, value_name = "KINDS")]
+    pub kinds: Option<String>,
+    /// Most database connections of the pool (default: sized from P100_MAX_RPS, 20–100); with
+    /// several replicas, keep their sum under the server's max_connections.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
+}
 
 /// The schedule file shipped with the binary, used when `jobs/schedule.toml` is not present.
 pub const DEFAULT_SCHEDULE: &str = include_str!("../../jobs/schedule.toml");

@@ -10,6 +10,7 @@
 //! from an empty demo database (P100's side, the sandbox, starts afresh too), so a second run
 //! shows the same cycle and finds the same discrepancies.
 
+use clap::Args;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,9 +25,21 @@ use p100_sandbox::{Sandbox, WebhookConfig};
 use rust_decimal::Decimal;
 
 use crate::UsageError;
-use crate::cli::DemoArgs;
+
 use crate::settings::Settings;
 use crate::worker::{self, WorkerOptions};
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+    /// Database on the configured server to work in, created when missing, emptied at the
+    /// start of every run; refused when it holds anything but demo data
+    /// [default: p100_recon_demo].
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+}
 
 /// Users the demo follows; `dave-0004` is unknown at P100 by design.
 const USERS: [&str; 4] = ["alice-0001", "bob-0002", "carol-0003", "dave-0004"];
@@ -251,7 +264,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     // The report job wrote the files; the summary is built from the same run.
     let report = jobs::report::build(&pool, &run).await?;
     let dir = settings.report_dir.join(day.to_string());
-    if args.json {
+    if args.output.json {
         println!("{}", recon::render::json(&report));
         return Ok(ExitCode::SUCCESS);
     }

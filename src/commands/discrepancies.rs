@@ -1,12 +1,61 @@
 //! `p100-recon discrepancies list|show|ack|resolve`.
 
+use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 use ledger::discrepancies::{Discrepancy, Filter, StepError};
 
 use crate::UsageError;
-use crate::cli::{DiscrepanciesCommand, DiscrepancyStepArgs};
+
 use crate::settings::Settings;
+
+/// `discrepancies` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DiscrepanciesCommand {
+    /// Unresolved discrepancies, most severe and oldest first.
+    List {
+        /// Only this state (open, acknowledged, resolved).
+        #[arg(long, value_parser = ["open", "acknowledged", "resolved"])]
+        state: Option<String>,
+        /// Only this severity (low, medium, high).
+        #[arg(long, value_parser = ["low", "medium", "high"])]
+        severity: Option<String>,
+        /// Include resolved ones.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// One discrepancy with its event log.
+    Show {
+        /// Its id.
+        id: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// Acknowledge an open discrepancy (someone is on it).
+    Ack(DiscrepancyStepArgs),
+    /// Resolve an open or acknowledged discrepancy.
+    Resolve(DiscrepancyStepArgs),
+}
+
+/// `discrepancies ack|resolve` arguments.
+#[derive(Debug, Args)]
+pub struct DiscrepancyStepArgs {
+    /// The discrepancy's id.
+    pub id: i64,
+    /// Why (kept in the event log).
+    #[arg(long)]
+    pub note: String,
+    /// Who [default: $USER].
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+}
 
 pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::Result<ExitCode> {
     if let DiscrepanciesCommand::Ack(a) | DiscrepanciesCommand::Resolve(a) = &command
@@ -23,7 +72,7 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
             severity,
             all,
             limit,
-            json,
+            output,
         } => {
             let filter = Filter {
                 state,
@@ -32,7 +81,7 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
                 limit,
             };
             let rows = ledger::discrepancies::list(&pool, &filter).await?;
-            if json {
+            if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 use crate::table::Align::{Left, Right};
@@ -65,14 +114,14 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
                 t.print();
             }
         }
-        DiscrepanciesCommand::Show { id, json } => {
+        DiscrepanciesCommand::Show { id, output } => {
             let Some(d) = ledger::discrepancies::show(&pool, id).await? else {
                 return Err(
                     UsageError(format!("no discrepancy {id}; see `discrepancies list`")).into(),
                 );
             };
             let events = ledger::discrepancies::events(&pool, id).await?;
-            if json {
+            if output.json {
                 let mut value = serde_json::to_value(&d)?;
                 value["events"] = serde_json::to_value(&events)?;
                 println!("{}", serde_json::to_string_pretty(&value)?);
@@ -105,7 +154,7 @@ async fn step(
     match ledger::discrepancies::step(&mut tx, args.id, to, &actor, args.note.trim()).await {
         Ok(d) => {
             tx.commit().await?;
-            if args.json {
+            if args.output.json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
                 print_one(&d);

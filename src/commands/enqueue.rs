@@ -1,5 +1,6 @@
 //! `p100-recon enqueue <kind> …`: one job, optionally waiting for its run.
 
+use clap::Args;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,49 @@ use jobs::kinds::Kind;
 use queue::JobState;
 
 use crate::UsageError;
-use crate::cli::EnqueueArgs;
+
 use crate::settings::Settings;
+
+/// `enqueue` arguments.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Job kind (e.g. noop).
+    pub kind: String,
+    /// The job's arguments as JSON (e.g. '{"sleep_ms": 100}').
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    /// The unit the job works on, for kinds that take one as `unit` (at most one live job per unit).
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+    /// The partner (tx_sync, reconcile) or one user (tx_sync, kyc_poll, reconcile).
+    #[command(flatten)]
+    pub owner: crate::cli::OwnerArgs,
+    /// An exchange, by local id or lockId (exchange_finalize).
+    #[arg(long, value_name = "ID")]
+    pub exchange: Option<String>,
+    /// The day of a report (report), YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// A SEPA transfer, by transferId (sepa_status).
+    #[arg(long, value_name = "ID")]
+    pub transfer: Option<String>,
+    /// Not before this time: RFC 3339 (2026-11-26T02:00:00Z) or a delay from now (90s, 5m).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Wait for the run to end; exit 0 if it completed, 1 if it failed or went dead.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit 1).
+    #[arg(
+        long,
+        default_value = "10m",
+        value_name = "DURATION",
+        requires = "wait"
+    )]
+    pub wait_timeout: String,
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+}
 
 /// Parses `--at`: RFC 3339, or a delay from now.
 pub fn parse_at(text: &str) -> Result<DateTime<Utc>, UsageError> {
@@ -46,13 +88,14 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     if let Some(unit) = &args.unit {
         map.insert("unit".to_owned(), serde_json::Value::String(unit.clone()));
     }
-    if args.partner {
-        map.insert("partner".to_owned(), serde_json::Value::Bool(true));
-    }
-    if let Some(user) = &args.user {
-        ledger::owner::check_external_user_id(user)
-            .map_err(|e| UsageError(format!("--user: {e}")))?;
-        map.insert("user".to_owned(), serde_json::Value::String(user.clone()));
+    match args.owner.owner()? {
+        Some(ledger::Owner::User(user)) => {
+            map.insert("user".to_owned(), serde_json::Value::String(user));
+        }
+        Some(ledger::Owner::Partner) => {
+            map.insert("partner".to_owned(), serde_json::Value::Bool(true));
+        }
+        None => {}
     }
     if let Some(exchange) = &args.exchange {
         map.insert(
@@ -86,7 +129,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     let mut waiting_for = enqueued.id;
     // A running job asked again: what was asked is the run after it, not the one under way.
     let mut after_current = enqueued.rerun_after;
-    if !args.json {
+    if !args.output.json {
         if enqueued.created {
             println!("enqueued job {} ({kind})", enqueued.id);
         } else if enqueued.rerun_after {
@@ -102,7 +145,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
         }
     }
     if !args.wait {
-        if args.json {
+        if args.output.json {
             println!(
                 "{}",
                 serde_json::json!({ "id": enqueued.id, "kind": kind.name(), "created": enqueued.created })
@@ -147,7 +190,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
         }
         if row.state.is_final() || completed_run {
             let ok = row.state == JobState::Done || (completed_run && !row.state.is_final());
-            if args.json {
+            if args.output.json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
                 match &row.last_error {

@@ -1,22 +1,70 @@
 //! `p100-recon exchange submit` and `exchanges list|show`.
 
+use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use jobs::exchange_finalize::ExchangeFinalizeArgs;
 use jobs::kinds::Kind;
-use ledger::Owner;
 use ledger::intake::FirstJob;
 
 use crate::UsageError;
-use crate::cli::{ExchangeSubmitArgs, ExchangesCommand};
+
 use crate::settings::Settings;
 
+/// `exchange` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExchangeCommand {
+    /// Register a locked exchange; prints its local id and queues its finalization.
+    Submit(ExchangeSubmitArgs),
+}
+
+/// `exchange submit` arguments.
+#[derive(Debug, Args)]
+pub struct ExchangeSubmitArgs {
+    /// Whose balances: the partner's, or a user's (recorded as NEEDS_REVIEW: P100 documents no
+    /// user-level execute path).
+    #[command(flatten)]
+    pub owner: crate::cli::RequiredOwnerArgs,
+    /// P100's lockId.
+    #[arg(long)]
+    pub lock_id: String,
+    /// Source currency.
+    #[arg(long = "from", value_name = "CUR")]
+    pub from: String,
+    /// Target currency.
+    #[arg(long = "to", value_name = "CUR")]
+    pub to: String,
+    /// Amount in the source currency.
+    #[arg(long, value_name = "DEC")]
+    pub amount: String,
+    /// Lock expiry (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub expires_at: String,
+}
+
+/// `exchanges` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExchangesCommand {
+    /// Exchanges, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// One exchange (local id or lockId) with its state history.
+    Show {
+        /// Local id or lockId.
+        id: String,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+}
+
 pub async fn submit(settings: &Settings, args: ExchangeSubmitArgs) -> anyhow::Result<ExitCode> {
-    let owner = match &args.user {
-        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
-        None => Owner::Partner,
-    };
+    let owner = args.owner.owner()?;
     let currency = |flag: &str, text: &str| {
         p100::Currency::parse(text)
             .map(|c| c.as_str().to_owned())
@@ -93,9 +141,9 @@ pub async fn inspect(settings: &Settings, command: ExchangesCommand) -> anyhow::
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
     match command {
-        ExchangesCommand::List { limit, json } => {
+        ExchangesCommand::List { limit, output } => {
             let rows = ledger::exchanges::list(&pool, limit).await?;
-            if json {
+            if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 use crate::table::Align::{Left, Right};
@@ -122,12 +170,12 @@ pub async fn inspect(settings: &Settings, command: ExchangesCommand) -> anyhow::
                 t.print();
             }
         }
-        ExchangesCommand::Show { id, json } => {
+        ExchangesCommand::Show { id, output } => {
             let Some(e) = ledger::exchanges::find(&pool, &id).await? else {
                 return Err(UsageError(format!("no exchange {id}")).into());
             };
             let events = ledger::exchanges::events(&pool, e.id).await?;
-            if json {
+            if output.json {
                 let mut value = serde_json::to_value(&e)?;
                 value["events"] = serde_json::json!(
                     events

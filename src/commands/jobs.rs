@@ -1,13 +1,52 @@
 //! `p100-recon jobs list|show|retry|cancel`.
 
+use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 use queue::JobState;
 use queue::store::{self, JobRow, ListFilter, Refusal};
 
 use crate::UsageError;
-use crate::cli::JobsCommand;
+
 use crate::settings::Settings;
+
+/// `jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(JobsListArgs),
+    /// Show one job with its error history.
+    Show(JobIdArgs),
+    /// Run a failed, dead or cancelled job again now (with a fresh set of attempts).
+    Retry(JobIdArgs),
+    /// Cancel a job that has not started.
+    Cancel(JobIdArgs),
+}
+
+/// `jobs list` arguments.
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only these states (pending, running, failed, done, dead, cancelled); repeatable.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+}
+
+/// A job id argument.
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    /// The job id.
+    pub id: i64,
+    #[command(flatten)]
+    pub output: crate::cli::Output,
+}
 
 /// Extra attempts a retried job gets: as many as its kind allows.
 fn fresh_attempts(kind: &str) -> i32 {
@@ -43,7 +82,7 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
                 },
             )
             .await?;
-            if args.json {
+            if args.output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 use crate::table::Align::{Left, Right};
@@ -77,7 +116,7 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
             let Some(job) = store::show(&pool, args.id).await? else {
                 return Err(UsageError(format!("no job {}", args.id)).into());
             };
-            if args.json {
+            if args.output.json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
                 print!("{}", describe(&job));
@@ -91,12 +130,17 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
                 None => 1,
             };
             let result = store::retry(&mut conn, args.id, extra).await?;
-            answer(args.id, "retried: it runs again now", result, args.json)
+            answer(
+                args.id,
+                "retried: it runs again now",
+                result,
+                args.output.json,
+            )
         }
         JobsCommand::Cancel(args) => {
             let mut conn = pool.acquire().await?;
             let result = store::cancel(&mut conn, args.id).await?;
-            answer(args.id, "cancelled", result, args.json)
+            answer(args.id, "cancelled", result, args.output.json)
         }
     }
 }

@@ -1,9 +1,21 @@
 //! `p100-recon ledger verify`: the ledger's self-audit.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use crate::UsageError;
 use crate::settings::Settings;
+
+/// `ledger` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Self-audit: every posting balanced, every maintained balance equal to its entries.
+    /// Exits 1 on any violation.
+    Verify {
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+}
 
 pub async fn run(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let url = settings.require_database_url().map_err(UsageError::from)?;

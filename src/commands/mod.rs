@@ -3,29 +3,30 @@
 use std::process::ExitCode;
 
 use crate::UsageError;
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
+use crate::cli::Command;
 use crate::settings::Settings;
 
-mod balances;
-mod bench;
-mod bench_cycle;
-mod bench_reconcile;
-mod bench_steady;
-mod bench_webhooks;
-mod bench_webhooks_latency;
+pub mod balances;
+pub mod bench;
+pub mod bench_cycle;
+pub mod bench_reconcile;
+pub mod bench_steady;
+pub mod bench_webhooks;
+pub mod bench_webhooks_latency;
 pub mod daemon;
-mod demo;
-mod discrepancies;
+pub mod demo;
+pub mod discrepancies;
 pub mod enqueue;
-mod exchanges;
-mod jobs;
-mod ledger_verify;
-mod migrate;
-mod reconcile;
-mod sandbox;
-mod sepa;
-mod users;
-mod webhooks;
+pub mod exchanges;
+pub mod jobs;
+pub mod ledger_verify;
+pub mod migrate;
+pub mod reconcile;
+pub mod sandbox;
+pub mod sepa;
+pub mod users;
+pub mod webhooks;
 
 /// Text that came from outside (P100's ids, an intake row, a person's note) as a terminal
 /// line may show it: control characters (ANSI escapes, line breaks) become `?`.
@@ -49,7 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Users(command) => users::run(&settings, command).await,
-        Command::Exchange(crate::cli::ExchangeCommand::Submit(args)) => {
+        Command::Exchange(exchanges::ExchangeCommand::Submit(args)) => {
             exchanges::submit(&settings, args).await
         }
         Command::Exchanges(command) => exchanges::inspect(&settings, command).await,
@@ -58,8 +59,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile::run(&settings, args).await,
         Command::Discrepancies(command) => discrepancies::run(&settings, command).await,
         Command::Report(args) => reconcile::report(&settings, args).await,
-        Command::Ledger(crate::cli::LedgerCommand::Verify { json }) => {
-            ledger_verify::run(&settings, json).await
+        Command::Ledger(ledger_verify::LedgerCommand::Verify { output }) => {
+            ledger_verify::run(&settings, output.json).await
         }
         Command::Sandbox(args) => sandbox::run(&settings, args).await,
         Command::Balances(args) => balances::run(&settings, args).await,

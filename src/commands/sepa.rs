@@ -1,5 +1,6 @@
 //! `p100-recon sepa track|list|show`.
 
+use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 use jobs::kinds::Kind;
@@ -8,8 +9,59 @@ use ledger::Owner;
 use rust_decimal::Decimal;
 
 use crate::UsageError;
-use crate::cli::{SepaCommand, SepaTrackArgs};
+
 use crate::settings::Settings;
+
+/// `sepa` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SepaCommand {
+    /// Register an outgoing SEPA transfer to follow: places a ledger hold and queues its
+    /// status checks.
+    Track(SepaTrackArgs),
+    /// Transfers, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// One transfer (transferId) with its status history.
+    Show {
+        /// P100's transferId.
+        id: String,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// Release the hold of a transfer P100 never showed (MISSING_AT_PROVIDER); it is no
+    /// longer followed.
+    Release {
+        /// P100's transferId.
+        id: String,
+        /// Why (kept in the transfer's history).
+        #[arg(long)]
+        note: String,
+        /// Who [default: the operator's login name].
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+/// `sepa track` arguments.
+#[derive(Debug, Args)]
+pub struct SepaTrackArgs {
+    /// P100's transferId (as returned by Create a SEPA Transfer).
+    pub transfer_id: String,
+    /// Whose balance it debits.
+    #[command(flatten)]
+    pub owner: crate::cli::RequiredOwnerArgs,
+    /// Amount sent (without P100's fee).
+    #[arg(long, value_name = "DEC")]
+    pub amount: String,
+    /// Currency (eur).
+    #[arg(long, value_name = "CUR")]
+    pub currency: String,
+}
 
 pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<ExitCode> {
     // Arguments are checked before anything is opened.
@@ -55,9 +107,9 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
                 Err(ledger::sepa::ReleaseError::Ledger(e)) => Err(e.into()),
             }
         }
-        SepaCommand::List { limit, json } => {
+        SepaCommand::List { limit, output } => {
             let rows = ledger::sepa::list(&pool, limit).await?;
-            if json {
+            if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 use crate::table::Align::{Left, Right};
@@ -83,7 +135,7 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        SepaCommand::Show { id, json } => {
+        SepaCommand::Show { id, output } => {
             let Some(t) = ledger::sepa::find(&pool, &id).await? else {
                 return Err(UsageError(format!(
                     "no SEPA transfer {id} is tracked; see `sepa list`"
@@ -91,7 +143,7 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
                 .into());
             };
             let events = ledger::sepa::events(&pool, t.id).await?;
-            if json {
+            if output.json {
                 let mut value = serde_json::to_value(&t)?;
                 value["events"] = serde_json::json!(
                     events
@@ -131,10 +183,7 @@ struct Validated {
 }
 
 fn validate(args: &SepaTrackArgs) -> Result<Validated, UsageError> {
-    let owner = match &args.user {
-        Some(id) => Owner::user(id).map_err(|e| UsageError(format!("--user: {e}")))?,
-        None => Owner::Partner,
-    };
+    let owner = args.owner.owner()?;
     let transfer_id = args.transfer_id.trim().to_owned();
     if transfer_id.is_empty() || transfer_id.len() > 200 {
         return Err(UsageError(

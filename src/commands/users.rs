@@ -1,13 +1,47 @@
 //! `p100-recon users track|import|list|show`.
 
+use clap::Subcommand;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use jobs::kinds::Kind;
 use jobs::kyc_poll::KycPollArgs;
 
 use crate::UsageError;
-use crate::cli::UsersCommand;
+
 use crate::settings::Settings;
+
+/// `users` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Start following users: their KYC is polled and their history synced by the sweeps.
+    Track {
+        /// The partner's ids of the users (externalUserId).
+        #[arg(required = true, value_name = "EXTERNAL_USER_ID")]
+        ids: Vec<String>,
+    },
+    /// Start following the users of a CSV file with a header `external_user_id`; one bad row
+    /// refuses the whole file (nothing changes) and names the line.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Tracked users with their KYC as last seen.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// One user's KYC and its history.
+    Show {
+        /// The user (externalUserId).
+        id: String,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+}
 
 /// Reads `external_user_id` values from a CSV file with that header (other columns ignored),
 /// as RFC 4180 says: quoted cells may hold commas, quotes and line breaks. One bad line refuses
@@ -102,9 +136,9 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
     }
     match command {
         UsersCommand::Track { .. } | UsersCommand::Import { .. } => {}
-        UsersCommand::List { limit, json } => {
+        UsersCommand::List { limit, output } => {
             let users = ledger::users::list(&pool, limit).await?;
-            if json {
+            if output.json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
                 use crate::table::Align::Left;
@@ -129,12 +163,12 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<E
                 t.print();
             }
         }
-        UsersCommand::Show { id, json } => {
+        UsersCommand::Show { id, output } => {
             let Some(user) = ledger::users::show(&pool, &id).await? else {
                 return Err(UsageError(format!("user {id} is not tracked")).into());
             };
             let history = ledger::users::kyc_history(&pool, &id).await?;
-            if json {
+            if output.json {
                 let mut value = serde_json::to_value(&user)?;
                 value["kyc_history"] = serde_json::json!(history
                     .iter()

@@ -1,13 +1,41 @@
 //! `p100-recon webhooks list|show`.
 
+use clap::Subcommand;
 use std::process::ExitCode;
 
 use ledger::webhooks::{Delivery, DeliveryState, ListFilter};
 use p100::webhook::Route;
 
 use crate::UsageError;
-use crate::cli::WebhooksCommand;
+
 use crate::settings::Settings;
+
+/// `webhooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries, newest first.
+    List {
+        /// Only this route (kyc, user, poa-verification, sepa-transfer, sepa-deposit,
+        /// crypto-deposit, crypto-withdrawal, exchange, p2p-transfer, card-transaction).
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
+        /// Only this state: accepted, rejected or ignored.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+    /// One delivery with its body.
+    Show {
+        /// The delivery's id (from `webhooks list`).
+        id: i64,
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+}
 
 pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
     // Arguments are checked before anything is opened.
@@ -24,9 +52,9 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
     match command {
-        WebhooksCommand::List { json, .. } => {
+        WebhooksCommand::List { output, .. } => {
             let rows = ledger::webhooks::list(&pool, &filter.unwrap_or_default()).await?;
-            if json {
+            if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 use crate::table::Align::{Left, Right};
@@ -56,13 +84,13 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
             }
             Ok(ExitCode::SUCCESS)
         }
-        WebhooksCommand::Show { id, json } => {
+        WebhooksCommand::Show { id, output } => {
             let Some((d, body)) = ledger::webhooks::show(&pool, id).await? else {
                 return Err(
                     UsageError(format!("no webhook delivery {id}; see `webhooks list`")).into(),
                 );
             };
-            if json {
+            if output.json {
                 let mut value = serde_json::to_value(&d)?;
                 value["body"] = serde_json::Value::String(body);
                 println!("{}", serde_json::to_string_pretty(&value)?);
