@@ -85,6 +85,17 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depth for /metrics"),
     }
+    // Kinds an operator paused (1) or not (0).
+    match queue::store::paused(&state.pool).await {
+        Ok(paused) => {
+            for kind in jobs::kinds::Kind::ALL {
+                let is_paused = paused.iter().any(|p| p.kind == kind.name());
+                metrics::gauge!("jobs_paused", "kind" => kind.name())
+                    .set(f64::from(u8::from(is_paused)));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read paused kinds for /metrics"),
+    }
     // Unresolved discrepancies per severity, read the same way (a partial index keeps it small).
     match ledger::discrepancies::open_by_severity(&state.pool).await {
         Ok(rows) => {

@@ -383,6 +383,53 @@ async fn the_demo_refuses_a_database_that_is_not_its_own(pool: sqlx::PgPool) {
     assert_eq!(before, after);
 }
 
+/// Issue 15: an operator pauses a kind (P100 maintenance, a bad deploy) and resumes it.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn operators_pause_and_resume_a_job_kind(pool: sqlx::PgPool) {
+    let name = pool.connect_options().get_database().unwrap().to_owned();
+    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
+    url.set_path(&name);
+    let cli = |args: Vec<&'static str>| {
+        let url = url.to_string();
+        async move {
+            tokio::task::spawn_blocking(move || run(bin().args(&args).env("DATABASE_URL", url)))
+                .await
+                .unwrap()
+        }
+    };
+    let (code, out, err) = cli(vec![
+        "jobs",
+        "pause",
+        "sepa_status",
+        "--note",
+        "P100 maintenance",
+        "--actor",
+        "ops",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sepa_status paused"), "{out}");
+    let (code, out, _) = cli(vec!["jobs", "paused", "--json"]).await;
+    assert_eq!(code, 0);
+    let paused: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(paused[0]["kind"], "sepa_status");
+    assert_eq!(paused[0]["paused_by"], "ops");
+    assert_eq!(paused[0]["note"], "P100 maintenance");
+    let (code, _, err) = cli(vec!["jobs", "pause", "sepa_statuss", "--note", "typo"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown job kind") && err.contains("sepa_status"),
+        "{err}"
+    );
+    let (code, _, err) = cli(vec!["jobs", "pause", "report", "--note", "  "]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--note"), "{err}");
+    let (code, out, _) = cli(vec!["jobs", "resume", "sepa_status"]).await;
+    assert_eq!((code, out.trim()), (0, "sepa_status resumed"));
+    let (_, out, _) = cli(vec!["jobs", "paused"]).await;
+    assert!(out.contains("no job kind is paused"), "{out}");
+}
+
 /// Review: the demo empties its database on every run (`DROP SCHEMA public CASCADE`). A
 /// database whose own data lives in another schema, or that has an extension installed in
 /// `public`, looked empty to the first check and would have been broken by the second run.

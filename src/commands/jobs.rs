@@ -1,4 +1,4 @@
-//! `p100-recon jobs list|show|retry|cancel`.
+//! `p100-recon jobs list|show|retry|cancel|pause|resume|paused`.
 
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +21,45 @@ pub enum JobsCommand {
     Retry(JobIdArgs),
     /// Cancel a job that has not started.
     Cancel(JobIdArgs),
+    /// Pause a job kind on every replica: no job of it starts until it is resumed (running
+    /// ones finish; due ones wait in the queue).
+    Pause(JobsPauseArgs),
+    /// Resume a paused job kind; its due jobs start at once.
+    Resume {
+        /// The job kind.
+        kind: String,
+    },
+    /// The paused job kinds, with who paused them and why.
+    Paused {
+        #[command(flatten)]
+        output: crate::cli::Output,
+    },
+}
+
+/// `jobs pause` arguments.
+#[derive(Debug, Args)]
+pub struct JobsPauseArgs {
+    /// The job kind (kyc_poll, tx_sync, exchange_finalize, sepa_status, reconcile, report, …).
+    pub kind: String,
+    /// Why (kept with the pause and shown by `jobs paused`).
+    #[arg(long)]
+    pub note: String,
+    /// Who [default: the operator's login name].
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+fn known_kind(kind: &str) -> Result<&'static str, UsageError> {
+    jobs::kinds::Kind::parse(kind)
+        .map(|k| k.name())
+        .ok_or_else(|| {
+            let names: Vec<&str> = jobs::kinds::Kind::ALL.iter().map(|k| k.name()).collect();
+            UsageError(format!(
+                "unknown job kind {:?}; use one of {}",
+                super::shown(kind),
+                names.join(", ")
+            ))
+        })
 }
 
 /// `jobs list` arguments.
@@ -57,6 +96,19 @@ fn fresh_attempts(kind: &str) -> i32 {
 }
 
 pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    // Arguments are checked before anything is opened.
+    match &command {
+        JobsCommand::Pause(args) => {
+            known_kind(&args.kind)?;
+            if args.note.trim().is_empty() {
+                return Err(UsageError("--note must say why the kind is paused".into()).into());
+            }
+        }
+        JobsCommand::Resume { kind } => {
+            known_kind(kind)?;
+        }
+        _ => {}
+    }
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
@@ -141,6 +193,52 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
             let mut conn = pool.acquire().await?;
             let result = store::cancel(&mut conn, args.id).await?;
             answer(args.id, "cancelled", result, args.output.json)
+        }
+        JobsCommand::Pause(args) => {
+            let kind = known_kind(&args.kind)?;
+            let actor = args.actor.unwrap_or_else(crate::settings::operator_name);
+            if store::pause(&pool, kind, &actor, args.note.trim()).await? {
+                println!("{kind} paused: no job of it starts until `jobs resume {kind}`");
+            } else {
+                println!("{kind} was already paused (see `jobs paused`)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Resume { kind } => {
+            let kind = known_kind(&kind)?;
+            if store::resume(&pool, kind).await? {
+                println!("{kind} resumed");
+            } else {
+                println!("{kind} was not paused");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Paused { output } => {
+            let paused = store::paused(&pool).await?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&paused)?);
+            } else if paused.is_empty() {
+                println!("no job kind is paused");
+            } else {
+                use crate::table::Align::Left;
+                let mut t = crate::table::new(&[
+                    ("kind", Left),
+                    ("paused at", Left),
+                    ("by", Left),
+                    ("why", Left),
+                ]);
+                for p in &paused {
+                    t.row([
+                        p.kind.clone(),
+                        p.paused_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        p.paused_by.clone(),
+                        p.note.clone(),
+                    ]);
+                }
+                t.print();
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -276,6 +276,7 @@ pub async fn claim(
         WITH next AS (
             SELECT id FROM jobs
              WHERE kind = $1 AND state IN ('pending', 'failed') AND run_at <= now()
+               AND NOT EXISTS (SELECT 1 FROM paused_kinds p WHERE p.kind = $1)
              ORDER BY run_at, id
              LIMIT $3
              FOR UPDATE SKIP LOCKED
@@ -945,6 +946,59 @@ pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<Result<(), Refus
         None => Refusal::NotFound,
         Some(job) => Refusal::WrongState(job.state),
     }))
+}
+
+/// A job kind an operator paused: no worker of any replica claims its jobs until it is resumed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PausedKind {
+    /// The kind.
+    pub kind: String,
+    /// Since when.
+    pub paused_at: DateTime<Utc>,
+    /// Who paused it.
+    pub paused_by: String,
+    /// Why.
+    pub note: String,
+}
+
+/// Pauses `kind`; false when it was already paused (the first pause and its note stand).
+/// A job already running finishes.
+pub async fn pause(
+    db: impl PgExecutor<'_>,
+    kind: &str,
+    by: &str,
+    note: &str,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "INSERT INTO paused_kinds (kind, paused_by, note) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(kind)
+    .bind(by)
+    .bind(note)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Resumes `kind` and wakes its idle workers; false when it was not paused.
+pub async fn resume(db: impl PgExecutor<'_>, kind: &str) -> Result<bool, Error> {
+    let woken: Vec<(String,)> = sqlx::query_as(
+        "WITH gone AS (DELETE FROM paused_kinds WHERE kind = $1 RETURNING kind)
+         SELECT kind FROM gone, LATERAL (SELECT pg_notify('jobs_ready', kind)) AS n",
+    )
+    .bind(kind)
+    .fetch_all(db)
+    .await?;
+    Ok(!woken.is_empty())
+}
+
+/// Paused kinds, oldest pause first.
+pub async fn paused(db: impl PgExecutor<'_>) -> Result<Vec<PausedKind>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT kind, paused_at, paused_by, note FROM paused_kinds ORDER BY paused_at, kind",
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Completed runs and state of each job of `ids` that still exists.

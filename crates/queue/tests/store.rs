@@ -91,6 +91,75 @@ async fn a_finished_unit_can_be_enqueued_again(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_paused_kind_is_not_claimed_until_it_is_resumed_and_other_kinds_run_on(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    for i in 0..3 {
+        store::enqueue(&mut conn, &job("k", Some(&i.to_string())))
+            .await
+            .unwrap();
+    }
+    store::enqueue(&mut conn, &job("other", None))
+        .await
+        .unwrap();
+    assert!(
+        store::pause(&pool, "k", "ops", "P100 maintenance")
+            .await
+            .unwrap()
+    );
+    // A second pause keeps the first one's note.
+    assert!(!store::pause(&pool, "k", "someone", "again").await.unwrap());
+    let lease = Duration::from_secs(30);
+    assert!(
+        store::claim(&pool, "k", "w", 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store::claim(&pool, "other", "w", 10, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let paused = store::paused(&pool).await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(
+        (
+            paused[0].kind.as_str(),
+            paused[0].paused_by.as_str(),
+            paused[0].note.as_str()
+        ),
+        ("k", "ops", "P100 maintenance")
+    );
+    // Waiting did not spend attempts.
+    let jobs = store::list(
+        &pool,
+        &ListFilter {
+            kind: Some("k".into()),
+            states: Vec::new(),
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| j.attempts == 0 && j.state == JobState::Pending)
+    );
+
+    assert!(store::resume(&pool, "k").await.unwrap());
+    assert!(!store::resume(&pool, "k").await.unwrap());
+    assert_eq!(
+        store::claim(&pool, "k", "w", 10, lease)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn claims_skip_future_jobs_and_never_hand_one_job_to_two_workers(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     for i in 0..10 {
