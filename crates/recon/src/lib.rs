@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod money;
+mod page;
 pub mod render;
 pub mod report;
 pub mod severity;

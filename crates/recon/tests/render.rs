@@ -525,7 +525,9 @@ fn html_is_self_contained_escaped_and_complete() {
     ] {
         assert!(!page.contains(forbidden), "the page contains {forbidden:?}");
     }
-    assert!(page.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &amp; more"));
+    // Escaped by the template (maud): <, >, & and " always; ' needs none in text or in the
+    // double-quoted attributes maud writes.
+    assert!(page.contains("&lt;script&gt;alert('pwned')&lt;/script&gt; &amp; more"));
     for d in &report.discrepancies {
         assert!(page.contains(&d.id), "discrepancy {} is missing", d.id);
     }
@@ -746,4 +748,27 @@ fn the_summary_and_page_show_each_currency_in_its_places_and_the_json_stays_exac
     let json = report_json(&report);
     assert_eq!(json["summary"]["by_currency"][0]["provider_total"], "80.5");
     assert_eq!(json["summary"]["by_currency"][2]["provider_total"], "0.75");
+}
+
+/// Issue 15: the page was assembled with a hand-placed `escape` per value; one forgotten call
+/// was an injection. Now the template escapes every value, in text and in attributes.
+#[test]
+fn outside_text_cannot_break_out_of_the_page_anywhere() {
+    let mut report = sample();
+    let hostile = "x\" onmouseover=\"alert(1)\" '<script>=1+2\u{7}";
+    for d in report.discrepancies.iter_mut() {
+        d.id = format!("{}{hostile}", d.id);
+        d.subject = Some(hostile.to_owned());
+        d.detail = Some(hostile.to_owned());
+        d.owner = hostile.to_owned();
+    }
+    report.run_id = hostile.to_owned();
+    report.scope = hostile.to_owned();
+    let page = render::html(&report, &trend(&report));
+    assert!(!page.contains("<script"), "a raw script tag");
+    assert!(
+        !page.contains("onmouseover=\"alert"),
+        "an attribute broke out"
+    );
+    assert!(page.contains("x&quot; onmouseover=&quot;alert(1)&quot; '&lt;script&gt;=1+2"));
 }
