@@ -772,3 +772,18 @@ fn outside_text_cannot_break_out_of_the_page_anywhere() {
     );
     assert!(page.contains("x&quot; onmouseover=&quot;alert(1)&quot; '&lt;script&gt;=1+2"));
 }
+
+/// Issue 15: snapshots of the report's three files for a fixed report (the sample: every class,
+/// severity and state, an incomplete run, hostile text), so any change to what operators and
+/// scripts read shows in review. Update with `INSTA_UPDATE=always cargo test -p recon`.
+#[test]
+fn the_report_files_match_their_snapshots() {
+    let report = sample();
+    insta::assert_snapshot!("reconciliation.json", render::json(&report));
+    insta::assert_snapshot!("reconciliation.csv", render::csv(&report));
+    insta::assert_snapshot!(
+        "reconciliation.html",
+        render::html(&report, &trend(&report))
+    );
+    insta::assert_snapshot!("summary.txt", render::summary_text(&report));
+}
