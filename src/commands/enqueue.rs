@@ -71,15 +71,20 @@ pub fn parse_at(text: &str) -> Result<DateTime<Utc>, UsageError> {
         })
 }
 
-pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    let kind = Kind::parse(&args.kind).ok_or_else(|| {
+/// The job kind an operator named, or a usage error listing the known ones.
+pub fn kind_arg(text: &str) -> Result<Kind, UsageError> {
+    Kind::parse(text).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         UsageError(format!(
             "unknown job kind {:?}; known kinds: {}",
-            args.kind,
+            super::shown(text),
             known.join(", ")
         ))
-    })?;
+    })
+}
+
+pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let kind = kind_arg(&args.kind)?;
     let mut job_args: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
     let Some(map) = job_args.as_object_mut() else {

@@ -49,19 +49,6 @@ pub struct JobsPauseArgs {
     pub actor: Option<String>,
 }
 
-fn known_kind(kind: &str) -> Result<&'static str, UsageError> {
-    jobs::kinds::Kind::parse(kind)
-        .map(|k| k.name())
-        .ok_or_else(|| {
-            let names: Vec<&str> = jobs::kinds::Kind::ALL.iter().map(|k| k.name()).collect();
-            UsageError(format!(
-                "unknown job kind {:?}; use one of {}",
-                super::shown(kind),
-                names.join(", ")
-            ))
-        })
-}
-
 /// `jobs list` arguments.
 #[derive(Debug, Args)]
 pub struct JobsListArgs {
@@ -97,18 +84,16 @@ fn fresh_attempts(kind: &str) -> i32 {
 
 pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<ExitCode> {
     // Arguments are checked before anything is opened.
-    match &command {
+    let kind = match &command {
         JobsCommand::Pause(args) => {
-            known_kind(&args.kind)?;
             if args.note.trim().is_empty() {
                 return Err(UsageError("--note must say why the kind is paused".into()).into());
             }
+            Some(super::enqueue::kind_arg(&args.kind)?.name())
         }
-        JobsCommand::Resume { kind } => {
-            known_kind(kind)?;
-        }
-        _ => {}
-    }
+        JobsCommand::Resume { kind } => Some(super::enqueue::kind_arg(kind)?.name()),
+        _ => None,
+    };
     let url = settings.require_database_url().map_err(UsageError::from)?;
     let pool = crate::db::connect(url, 2).await?;
     crate::db::migrate(&pool).await?;
@@ -195,7 +180,7 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
             answer(args.id, "cancelled", result, args.output.json)
         }
         JobsCommand::Pause(args) => {
-            let kind = known_kind(&args.kind)?;
+            let kind = kind.expect("named and checked above");
             let actor = args.actor.unwrap_or_else(crate::settings::operator_name);
             if store::pause(&pool, kind, &actor, args.note.trim()).await? {
                 println!("{kind} paused: no job of it starts until `jobs resume {kind}`");
@@ -204,8 +189,8 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobsCommand::Resume { kind } => {
-            let kind = known_kind(&kind)?;
+        JobsCommand::Resume { .. } => {
+            let kind = kind.expect("named and checked above");
             if store::resume(&pool, kind).await? {
                 println!("{kind} resumed");
             } else {

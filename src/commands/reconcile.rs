@@ -41,7 +41,6 @@ pub struct ReportArgs {
 }
 
 pub async fn run(settings: &Settings, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    args.owner.owner()?;
     let job_args = serde_json::json!({ "sync": args.sync });
     super::enqueue::run(
         settings,
