@@ -242,17 +242,25 @@ pub async fn run_inbox(
     let mut inbox_tick = tokio::time::interval(INBOX_POLL);
     inbox_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut confirm_failing = false;
     loop {
         tokio::select! {
             () = wake.notified() => act_all(&pool, &schedule, &mut failing).await,
             _ = inbox_tick.tick() => act_all(&pool, &schedule, &mut failing).await,
             _ = confirm_tick.tick() => match jobs::webhooks::confirm(&pool).await {
                 Ok(confirmed) => {
+                    confirm_failing = false;
                     for (route, seconds) in confirmed {
                         metrics::histogram!("webhook_confirm_seconds", "route" => route).record(seconds);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "webhook confirmations not read"),
+                Err(e) => {
+                    // Said once per outage, like acting on the inbox.
+                    if !confirm_failing {
+                        tracing::warn!(error = %e, "cannot note webhook confirmations; webhook_confirm_seconds waits");
+                        confirm_failing = true;
+                    }
+                }
             },
             _ = stop.changed() => return,
         }

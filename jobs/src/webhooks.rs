@@ -90,33 +90,13 @@ fn is_database(e: &Error) -> bool {
 /// Notes deliveries whose job has finished the run that answers them; returns each one's
 /// route and seconds from its arrival to now.
 pub async fn confirm(pool: &ledger::PgPool) -> Result<Vec<(String, f64)>, Error> {
-    let waiting = ledger::webhooks::unconfirmed(pool).await?;
-    if waiting.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = waiting.iter().map(|w| w.job_id).collect();
-    let jobs = queue::store::runs_of(pool, &ids).await?;
-    let answered: Vec<i64> = waiting
-        .iter()
-        .filter(|w| {
-            jobs.iter().any(|&(id, runs, state)| {
-                id == w.job_id && (runs >= w.job_runs || state.is_final())
-            })
-        })
-        .map(|w| w.id)
-        .collect();
-    if answered.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Every replica looks; the one whose update marks a row reports it, once.
     let now = chrono::Utc::now();
-    let confirmed = ledger::webhooks::confirm(pool, &answered).await?;
-    Ok(waiting
-        .iter()
-        .filter(|w| confirmed.contains(&w.id))
-        .map(|w| {
-            let waited = (now - w.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-            (w.route.clone(), waited)
+    Ok(ledger::webhooks::confirm_answered(pool)
+        .await?
+        .into_iter()
+        .map(|(route, received_at)| {
+            let waited = (now - received_at).num_milliseconds().max(0) as f64 / 1000.0;
+            (route, waited)
         })
         .collect())
 }

@@ -173,42 +173,22 @@ pub async fn record_effect(db: impl PgExecutor<'_>, id: i64, effect: &Effect) ->
     Ok(())
 }
 
-/// A delivery waiting for its job's run.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Unconfirmed {
-    /// The delivery.
-    pub id: i64,
-    /// Its route.
-    pub route: String,
-    /// When it arrived.
-    pub received_at: DateTime<Utc>,
-    /// The job it brought forward.
-    pub job_id: i64,
-    /// The `runs` that job will have once the answering run ended.
-    pub job_runs: i32,
-}
-
-/// Deliveries of the last hour whose job has not yet confirmed them (older ones are left:
-/// their job was cancelled, pruned or stuck, which the job's own state tells).
-pub async fn unconfirmed(db: impl PgExecutor<'_>) -> Result<Vec<Unconfirmed>, Error> {
+/// Marks confirmed, now, every delivery of the last hour whose job has ended the run that
+/// answers it (or ended for good; older ones are left: their job was cancelled, pruned or is
+/// stuck, which the job's own state tells). One statement, so among replicas looking at once
+/// each delivery is reported by the one that marks it. Returns each one's route and arrival.
+/// (It reads the queue's `jobs` table: the one place the inbox meets the queue.)
+pub async fn confirm_answered(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(String, DateTime<Utc>)>, Error> {
     Ok(sqlx::query_as(
-        "SELECT id, route, received_at, job_id, job_runs FROM webhook_deliveries
-          WHERE job_id IS NOT NULL AND confirmed_at IS NULL
-            AND received_at > now() - interval '1 hour'
-          ORDER BY id LIMIT 10000",
+        "UPDATE webhook_deliveries d SET confirmed_at = now()
+           FROM jobs j
+          WHERE j.id = d.job_id AND d.job_id IS NOT NULL AND d.confirmed_at IS NULL
+            AND d.received_at > now() - interval '1 hour'
+            AND (j.runs >= d.job_runs OR j.state IN ('done', 'dead', 'cancelled'))
+        RETURNING d.route, d.received_at",
     )
-    .fetch_all(db)
-    .await?)
-}
-
-/// Marks deliveries confirmed now; returns those this call marked (not already marked by
-/// another replica).
-pub async fn confirm(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<i64>, Error> {
-    Ok(sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET confirmed_at = now()
-          WHERE id = ANY($1) AND confirmed_at IS NULL RETURNING id",
-    )
-    .bind(ids)
     .fetch_all(db)
     .await?)
 }

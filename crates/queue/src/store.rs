@@ -1001,21 +1001,6 @@ pub async fn paused(db: impl PgExecutor<'_>) -> Result<Vec<PausedKind>, Error> {
     .await?)
 }
 
-/// Completed runs and state of each job of `ids` that still exists.
-pub async fn runs_of(
-    db: impl PgExecutor<'_>,
-    ids: &[i64],
-) -> Result<Vec<(i64, i32, JobState)>, Error> {
-    let rows: Vec<(i64, i32, String)> =
-        sqlx::query_as("SELECT id, runs, state FROM jobs WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(db)
-            .await?;
-    rows.into_iter()
-        .map(|(id, runs, state)| Ok((id, runs, JobState::decode(&state)?)))
-        .collect()
-}
-
 /// Queue depth: job counts per (kind, state), for metrics and `/readyz`.
 pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, JobState, i64)>, Error> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
