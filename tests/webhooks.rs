@@ -458,6 +458,32 @@ async fn a_delivery_brings_its_units_polling_job_forward_and_writes_no_ledger(po
         status, "TRACKING",
         "a webhook set a status; only the API answer may"
     );
+
+    // A late delivery for a transfer that has ended queues nothing: its job would only end.
+    sqlx::query("UPDATE sepa_transfers SET status = 'SUCCESSFUL' WHERE transfer_id = 't-77'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET state = 'done', finished_at = now() WHERE kind = 'sepa_status'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let late = json!({"id": "t-77", "status": "FAILED"}).to_string();
+    let (code, _) = post(
+        &format!("{base}/webhooks/p100/sepa-transfer"),
+        Some(TOKEN),
+        late,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(jobs::webhooks::act(&pool, &schedule).await.unwrap(), 1);
+    let last = effects(&pool).await.pop().unwrap();
+    assert!(last.2.contains("nothing to do"), "{last:?}");
+    assert!(
+        live_job(&pool, "sepa_status", "transfer:t-77")
+            .await
+            .is_none()
+    );
 }
 
 /// Review: acting ran a batch in one transaction, so one delivery that could never be acted on

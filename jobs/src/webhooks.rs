@@ -148,7 +148,8 @@ async fn effect_of(
             let Some(transfer) = ledger::sepa::find(&mut *conn, entity).await? else {
                 return Ok(ignored(format!("transfer {entity} is not tracked")));
             };
-            if transfer.status == claimed {
+            // A transfer we no longer follow has nothing left to read (its job would end at once).
+            if transfer.status == claimed || transfer.is_terminal() {
                 return Ok(nothing_new(&transfer.status));
             }
             bring_forward(

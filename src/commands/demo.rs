@@ -437,11 +437,8 @@ async fn wait_until_followed(pool: &ledger::PgPool, exchange: i64) -> anyhow::Re
         }
         for (transfer, _) in TRANSFERS {
             let t = ledger::sepa::find(pool, transfer).await?;
-            let status = t.map(|t| t.status).unwrap_or_default();
-            if !matches!(
-                status.as_str(),
-                "SUCCESSFUL" | "FAILED" | ledger::sepa::MISSING
-            ) {
+            let ended = t.is_some_and(|t| t.is_terminal() || t.status == ledger::sepa::MISSING);
+            if !ended {
                 open.push(format!("transfer {transfer}"));
             }
         }
