@@ -717,8 +717,11 @@ async fn check_day(
     }
     let step = chrono::Duration::from_std(CHECK_WINDOW).unwrap_or(chrono::Duration::hours(1));
     let mut from = day.0;
+    // Windows of `step` tile [day.0, cursor]; the last one ends at the cursor itself (a
+    // separate window for that one instant cost a request per busy owner per day).
     while from <= cursor {
-        let window = (from, (from + step - TIME_STEP).min(cursor));
+        let end = from + step - TIME_STEP;
+        let window = (from, if end + step > cursor { cursor } else { end });
         if differs(client, pool, owner, window, summary)
             .await?
             .is_some()
