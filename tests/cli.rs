@@ -386,11 +386,9 @@ async fn the_demo_refuses_a_database_that_is_not_its_own(pool: sqlx::PgPool) {
 /// Issue 15: an operator pauses a kind (P100 maintenance, a bad deploy) and resumes it.
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn operators_pause_and_resume_a_job_kind(pool: sqlx::PgPool) {
-    let name = pool.connect_options().get_database().unwrap().to_owned();
-    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
-    url.set_path(&name);
+    let url = url_of(&pool);
     let cli = |args: Vec<&'static str>| {
-        let url = url.to_string();
+        let url = url.clone();
         async move {
             tokio::task::spawn_blocking(move || run(bin().args(&args).env("DATABASE_URL", url)))
                 .await

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{BIN, Daemon, url_of, write_schedule};
+use common::{Daemon, cli, url_of, write_schedule};
 use p100_sandbox::{
     ErrorSpec, KycSpec, KycStep, RunningSandbox, Sandbox, Scenario, SepaSpec, UserSpec,
     WebhookConfig, WebhookOutcome,
@@ -59,20 +59,6 @@ fn transfer(id: &str, final_status: &str, after_seconds: f64) -> SepaSpec {
         after_seconds: Some(after_seconds),
         ..SepaSpec::default()
     }
-}
-
-fn cli(db: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Starts following two users whose KYC moves on by time, one that stays PENDING, and two

@@ -128,3 +128,18 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the binary with `args` against `db`; it must succeed. Its stdout.
+pub fn cli(db: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
