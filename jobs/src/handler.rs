@@ -65,17 +65,16 @@ pub async fn handle<J: Job>(
             None => std::future::pending().await,
         }
     };
-    let counted = p100::calls::counted(J::run(&ctx, args, attempt).instrument(span.clone()));
-    let (outcome, p100_calls) = tokio::select! {
-        counted = counted => counted,
-        () = lost => (
-            {
-                metrics::counter!("job_lease_lost_total", "kind" => J::KIND.name()).increment(1);
-                Outcome::retry("stopped: the job's lease was taken from this process while it ran")
-            },
-            0,
-        ),
+    let calls = p100::calls::Counter::default();
+    let outcome = tokio::select! {
+        outcome = calls.count(J::run(&ctx, args, attempt).instrument(span.clone())) => outcome,
+        () = lost => {
+            metrics::counter!("job_lease_lost_total", "kind" => J::KIND.name()).increment(1);
+            Outcome::retry("stopped: the job's lease was taken from this process while it ran")
+        }
     };
+    // Counted also when the run was stopped: what it sent is spent from the budget.
+    let p100_calls = calls.get();
     drop(lease);
     let elapsed = started.elapsed();
     metrics::histogram!("job_duration_seconds", "kind" => J::KIND.name())

@@ -9,11 +9,21 @@ tokio::task_local! {
     static CALLS: Arc<AtomicU64>;
 }
 
-/// Runs `work`; returns its output and the P100 requests it sent.
-pub async fn counted<F: Future>(work: F) -> (F::Output, u64) {
-    let calls = Arc::new(AtomicU64::new(0));
-    let output = CALLS.scope(calls.clone(), work).await;
-    (output, calls.load(Ordering::Relaxed))
+/// The P100 requests of the work run through [`Counter::count`]; readable even when that
+/// work was stopped part-way (a job whose lease was taken).
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Runs `work`, counting its requests here.
+    pub async fn count<F: Future>(&self, work: F) -> F::Output {
+        CALLS.scope(self.0.clone(), work).await
+    }
+
+    /// Requests counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// `work`, counted with the caller's count when the caller is counted: wrap a future before
@@ -40,12 +50,22 @@ mod tests {
     #[tokio::test]
     async fn counts_across_spawned_tasks_and_only_inside() {
         record();
-        let ((), n) = counted(async {
+        let counter = Counter::default();
+        counter
+            .count(async {
+                record();
+                tokio::spawn(propagate(async { record() })).await.unwrap();
+                tokio::spawn(async { record() }).await.unwrap(); // not propagated: not counted
+            })
+            .await;
+        assert_eq!(counter.get(), 2);
+        // Work stopped part-way keeps what it sent.
+        let stopped = Counter::default();
+        let work = stopped.count(async {
             record();
-            tokio::spawn(propagate(async { record() })).await.unwrap();
-            tokio::spawn(async { record() }).await.unwrap(); // not propagated: not counted
-        })
-        .await;
-        assert_eq!(n, 2);
+            std::future::pending::<()>().await;
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), work).await;
+        assert_eq!(stopped.get(), 1);
     }
 }
