@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod cli;
 pub mod commands;
+pub mod console;
 pub mod db;
 pub mod http;
 pub mod settings;

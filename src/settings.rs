@@ -62,10 +62,14 @@ pub struct RawSettings {
     /// `P100_BUDGET`: `deployment` (every process on the database shares `P100_MAX_RPS`) or
     /// `process` (each process may send `P100_MAX_RPS` on its own).
     pub p100_budget: Option<String>,
+    /// `CONSOLE_ADDR`: where the operator console listens.
+    pub console_addr: Option<String>,
+    /// `CONSOLE_TOKENS_FILE`: the console's sign-in tokens; the console is off without it.
+    pub console_tokens_file: Option<String>,
 }
 
 /// Environment variable for each setting, in [`RawSettings`] field order.
-pub const ENV_NAMES: [&str; 13] = [
+pub const ENV_NAMES: [&str; 15] = [
     "DATABASE_URL",
     "P100_BASE_URL",
     "P100_API_KEY",
@@ -79,10 +83,12 @@ pub const ENV_NAMES: [&str; 13] = [
     "LOG_FORMAT",
     "P100_PLAIN_HTTP_HOSTS",
     "P100_BUDGET",
+    "CONSOLE_ADDR",
+    "CONSOLE_TOKENS_FILE",
 ];
 
 impl RawSettings {
-    fn fields_mut(&mut self) -> [&mut Option<String>; 13] {
+    fn fields_mut(&mut self) -> [&mut Option<String>; 15] {
         [
             &mut self.database_url,
             &mut self.p100_base_url,
@@ -97,6 +103,8 @@ impl RawSettings {
             &mut self.log_format,
             &mut self.p100_plain_http_hosts,
             &mut self.p100_budget,
+            &mut self.console_addr,
+            &mut self.console_tokens_file,
         ]
     }
 
@@ -191,6 +199,10 @@ pub struct Settings {
     pub no_color: bool,
     /// Hosts besides loopback P100 may be reached at over plain http.
     pub p100_plain_http_hosts: Vec<String>,
+    /// Where the operator console listens (default loopback only).
+    pub console_addr: SocketAddr,
+    /// The console's tokens file; the console is off when unset.
+    pub console_tokens_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -210,6 +222,8 @@ impl std::fmt::Debug for Settings {
             .field("p100_budget", &self.p100_budget)
             .field("report_dir", &self.report_dir)
             .field("http_addr", &self.http_addr)
+            .field("console_addr", &self.console_addr)
+            .field("console_tokens_file", &self.console_tokens_file)
             .finish_non_exhaustive()
     }
 }
@@ -375,6 +389,16 @@ impl Settings {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
 
+        let console_addr = match &merged.console_addr {
+            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+                SettingsError(format!(
+                    "invalid CONSOLE_ADDR {text:?} (from {}): expected host:port, e.g. 127.0.0.1:8081",
+                    from("CONSOLE_ADDR", |r| &r.console_addr)
+                ))
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8081)),
+        };
+
         let log_format = match merged
             .log_format
             .as_deref()
@@ -412,6 +436,8 @@ impl Settings {
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            console_addr,
+            console_tokens_file: merged.console_tokens_file.map(PathBuf::from),
         })
     }
 

@@ -50,6 +50,44 @@ pub fn is_final(state: &str) -> bool {
     matches!(state, "COMPLETED" | "FAILED" | "EXPIRED" | "NEEDS_REVIEW")
 }
 
+/// What a person must check to close an exchange in NEEDS_REVIEW, from the reason the job
+/// recorded (shown by the console). Empty for any other state.
+pub fn review_steps(ex: &Exchange) -> Vec<String> {
+    if ex.state != "NEEDS_REVIEW" {
+        return Vec::new();
+    }
+    let lock = &ex.lock_id;
+    let expiry = ex.expires_at.format("%Y-%m-%d %H:%M:%S UTC");
+    let reason = ex.reason.as_deref().unwrap_or("");
+    let mut steps = Vec::new();
+    if ex.owner_kind == "user" {
+        steps.push(format!(
+            "P100 documents no user-level execute path, so nothing was sent. Execute lock {lock} for the user in P100's dashboard before it expires ({expiry}), or let it expire."
+        ));
+    } else if reason.contains("answer was lost") {
+        steps.push(format!(
+            "The submission of lock {lock} was sent, but its answer was lost and P100's history shows no exchange for it. Ask P100 whether lock {lock} was executed."
+        ));
+    } else if reason.contains("exchanges for lockId") {
+        steps.push(format!(
+            "P100's history shows more than one exchange for lock {lock}. Report it to P100 with the ids in the reason, and check whether both executed."
+        ));
+    } else {
+        steps.push(format!(
+            "Read the reason above, then look lock {lock} up in P100's dashboard or history (exchange id {}).",
+            ex.exchange_id.as_deref().unwrap_or("unknown")
+        ));
+    }
+    steps.push(format!(
+        "Do not submit lock {lock} again from here: P100's exchange call has no idempotency key, so a second call may execute a second exchange (assumption A6)."
+    ));
+    steps.push(
+        "If the exchange did execute, the next history sync of its owner posts its legs; the nightly reconciliation then shows whether the balances agree. If it did not, lock a new rate if it is still wanted."
+            .to_owned(),
+    );
+    steps
+}
+
 fn owner_of(ex: &Exchange) -> Owner {
     match &ex.external_user_id {
         Some(id) => Owner::User(id.clone()),

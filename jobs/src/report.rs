@@ -94,6 +94,21 @@ pub async fn run(ctx: &JobContext, args: ReportArgs) -> Outcome {
     }
 }
 
+/// The trend the HTML page of run `run` draws: the finished runs up to it.
+pub async fn trend(pool: &ledger::PgPool, run: i64) -> Result<Vec<TrendPoint>, ledger::Error> {
+    Ok(ledger::reconciliation::trend(pool, run, TREND_RUNS)
+        .await?
+        .iter()
+        .map(|r| TrendPoint {
+            run_id: r.id.to_string(),
+            started_at: r.started_at,
+            accounts_checked: r.accounts_checked.max(0) as u64,
+            discrepancies: r.discrepancies.max(0) as u64,
+            complete: r.complete,
+        })
+        .collect())
+}
+
 /// Builds and writes the report of `day` under `dir/<day>/`; returns it and the directory.
 pub async fn write_day(
     pool: &ledger::PgPool,
@@ -118,17 +133,7 @@ pub async fn write_day(
         Some(report) => report,
         None => build(pool, &run).await?,
     };
-    let trend: Vec<TrendPoint> = ledger::reconciliation::trend(pool, run.id, TREND_RUNS)
-        .await?
-        .iter()
-        .map(|r| TrendPoint {
-            run_id: r.id.to_string(),
-            started_at: r.started_at,
-            accounts_checked: r.accounts_checked.max(0) as u64,
-            discrepancies: r.discrepancies.max(0) as u64,
-            complete: r.complete,
-        })
-        .collect();
+    let trend = trend(pool, run.id).await?;
     let out = dir.join(day.to_string());
     let io = |path: &Path| {
         let path = path.to_path_buf();

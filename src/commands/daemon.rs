@@ -97,6 +97,13 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     if options.heartbeat >= options.lease {
         return Err(UsageError("--heartbeat must be shorter than --lease".into()).into());
     }
+    // Who may sign in to the console is read first: a bad file stops the start, not a sign-in.
+    let console_tokens = match &settings.console_tokens_file {
+        Some(path) => Some(Arc::new(
+            crate::console::Tokens::load(path).map_err(UsageError)?,
+        )),
+        None => None,
+    };
     let prune_done = duration("prune-done-after", &args.prune_done_after)?;
     let prune_dead = duration("prune-dead-after", &args.prune_dead_after)?;
     let kinds: Vec<Kind> = match &args.kinds {
@@ -207,6 +214,50 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
             }
         })
     };
+    let console = match console_tokens {
+        Some(tokens) => {
+            let listener = tokio::net::TcpListener::bind(settings.console_addr)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on CONSOLE_ADDR {}", settings.console_addr)
+                })?;
+            if !settings.console_addr.ip().is_loopback() {
+                tracing::warn!(
+                    console_addr = %settings.console_addr,
+                    "the console listens beyond loopback on {}: serve it only behind TLS",
+                    settings.console_addr
+                );
+            }
+            tracing::info!(
+                console_addr = %settings.console_addr,
+                operators = tokens.count(crate::console::Role::Operator),
+                viewers = tokens.count(crate::console::Role::Viewer),
+                "operator console on http://{}",
+                settings.console_addr
+            );
+            let router = crate::console::router(crate::console::Console {
+                pool: pool.clone(),
+                tokens,
+                p100: health.clone(),
+                schedule: schedule.clone(),
+            });
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "console failed: {e}");
+                }
+            }))
+        }
+        None => {
+            tracing::info!("the operator console is off: CONSOLE_TOKENS_FILE is not set");
+            None
+        }
+    };
     let scheduler = tokio::spawn(jobs::scheduler::run(
         pool.clone(),
         schedule.clone(),
@@ -257,6 +308,9 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
     .await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(http, scheduler, inbox, pruner);
+    if let Some(console) = console {
+        let _ = console.await;
+    }
     if let Some(membership) = membership {
         membership.leave().await;
     }

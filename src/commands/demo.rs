@@ -499,7 +499,7 @@ async fn job_table(
                 seen.join(", ")
             }
             Kind::ExchangeFinalize => {
-                let all = ledger::exchanges::list(pool, 10).await?;
+                let all = ledger::exchanges::list(pool, None, 10).await?;
                 all.iter()
                     .map(|ex| {
                         format!(

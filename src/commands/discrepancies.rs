@@ -79,6 +79,7 @@ pub async fn run(settings: &Settings, command: DiscrepanciesCommand) -> anyhow::
                 severity,
                 all,
                 limit,
+                ..Filter::default()
             };
             let rows = ledger::discrepancies::list(&pool, &filter).await?;
             if output.json {

@@ -142,7 +142,7 @@ pub async fn inspect(settings: &Settings, command: ExchangesCommand) -> anyhow::
     crate::db::migrate(&pool).await?;
     match command {
         ExchangesCommand::List { limit, output } => {
-            let rows = ledger::exchanges::list(&pool, limit).await?;
+            let rows = ledger::exchanges::list(&pool, None, limit).await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

@@ -243,15 +243,22 @@ fn answer(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Err(Refusal::NotFound) => format!("no job {id}"),
-        Err(Refusal::WrongState(state)) => format!(
-            "job {id} is {state}; only failed, dead or cancelled jobs can be retried and only pending or failed ones cancelled"
-        ),
-        Err(Refusal::Duplicate(other)) => format!(
-            "job {other} already does this unit's work; retry refused to avoid running it twice"
-        ),
+        Err(refusal) => refused(id, &refusal),
     };
     Err(UsageError(refusal).into())
+}
+
+/// Why an operator's retry or cancel of job `id` was refused, for a person (CLI and console).
+pub(crate) fn refused(id: i64, refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::NotFound => format!("no job {id}"),
+        Refusal::WrongState(state) => format!(
+            "job {id} is {state}; only failed, dead or cancelled jobs can be retried and only pending or failed ones cancelled"
+        ),
+        Refusal::Duplicate(other) => format!(
+            "job {other} already does this unit's work; retry refused to avoid running it twice"
+        ),
+    }
 }
 
 fn describe(job: &JobRow) -> String {

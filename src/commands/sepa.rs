@@ -108,7 +108,7 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
             }
         }
         SepaCommand::List { limit, output } => {
-            let rows = ledger::sepa::list(&pool, limit).await?;
+            let rows = ledger::sepa::list(&pool, None, limit).await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

@@ -143,3 +143,4 @@ pub fn cli(db: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+pub mod console;

@@ -337,6 +337,10 @@ pub struct Filter {
     pub state: Option<String>,
     /// Only this severity.
     pub severity: Option<String>,
+    /// Only this class.
+    pub class: Option<String>,
+    /// Only this user's (`partner` for the partner's).
+    pub owner: Option<String>,
     /// Include resolved ones (when no state is given).
     pub all: bool,
     /// At most this many.
@@ -350,6 +354,10 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Discre
           WHERE ($1::text IS NULL OR state = $1)
             AND ($2::text IS NULL OR severity = $2)
             AND ($1::text IS NOT NULL OR $3 OR state <> 'resolved')
+            AND ($5::text IS NULL OR class = $5)
+            AND ($6::text IS NULL
+                 OR ($6 = 'partner' AND owner_kind = 'partner')
+                 OR external_user_id = $6)
           ORDER BY CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, first_seen_at, id
           LIMIT $4"
     );
@@ -358,6 +366,8 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Discre
         .bind(&filter.severity)
         .bind(filter.all)
         .bind(filter.limit)
+        .bind(&filter.class)
+        .bind(&filter.owner)
         .fetch_all(db)
         .await?)
 }
@@ -398,6 +408,15 @@ pub async fn events(db: impl PgExecutor<'_>, id: i64) -> Result<Vec<Event>, Erro
     .bind(id)
     .fetch_all(db)
     .await?)
+}
+
+/// The classes discrepancies have been raised with, for filters.
+pub async fn classes(db: impl PgExecutor<'_>) -> Result<Vec<String>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT class FROM discrepancies ORDER BY class")
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Unresolved discrepancies per severity (for metrics).

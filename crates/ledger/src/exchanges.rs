@@ -112,11 +112,18 @@ pub async fn find_by_exchange_id(
         .await?)
 }
 
-/// Exchanges, newest first.
-pub async fn list(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Exchange>, Error> {
-    let sql = format!("SELECT {COLUMNS} FROM exchanges ORDER BY id DESC LIMIT $1");
+/// Exchanges (only those in `state`, when given), newest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Exchange>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM exchanges WHERE ($2::text IS NULL OR state = $2) ORDER BY id DESC LIMIT $1"
+    );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(limit)
+        .bind(state)
         .fetch_all(db)
         .await?)
 }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod balances;
+pub mod console;
 pub mod discrepancies;
 pub mod exchanges;
 pub mod intake;

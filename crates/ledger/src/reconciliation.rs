@@ -397,6 +397,48 @@ pub async fn trend(db: impl PgExecutor<'_>, up_to: i64, limit: i64) -> Result<Ve
         .await?)
 }
 
+/// The latest runs of any state, newest first.
+pub async fn recent_runs(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Run>, Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs ORDER BY id DESC LIMIT $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(db)
+        .await?)
+}
+
+/// A stored report as the archive lists it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredReport {
+    /// The day it describes.
+    pub day: chrono::NaiveDate,
+    /// The run it describes.
+    pub run: i64,
+    /// When it was (last) written.
+    pub written_at: DateTime<Utc>,
+    /// Whether the run was complete.
+    pub complete: Option<bool>,
+    /// Accounts compared.
+    pub accounts_checked: Option<i64>,
+    /// Discrepancies found.
+    pub discrepancies: Option<i64>,
+}
+
+/// The stored reports, newest day first.
+pub async fn stored_reports(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<StoredReport>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT day, run, written_at, (report->>'complete')::boolean AS complete,
+                (report->'summary'->>'accounts_checked')::bigint AS accounts_checked,
+                (report->'summary'->>'discrepancies')::bigint AS discrepancies
+           FROM reports ORDER BY day DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
 /// The report stored for `day`, with the run it describes.
 pub async fn stored_report(
     db: impl PgExecutor<'_>,

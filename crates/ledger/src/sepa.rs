@@ -303,11 +303,18 @@ pub async fn find(
         .await?)
 }
 
-/// Transfers, newest first.
-pub async fn list(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<SepaTransfer>, Error> {
-    let sql = format!("SELECT {COLUMNS} FROM sepa_transfers ORDER BY id DESC LIMIT $1");
+/// Transfers (only those in `status`, when given), newest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SepaTransfer>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sepa_transfers WHERE ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $1"
+    );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(limit)
+        .bind(status)
         .fetch_all(db)
         .await?)
 }

@@ -133,14 +133,30 @@ pub async fn record_kyc(
 
 /// Tracked users, by id.
 pub async fn list(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<TrackedUser>, Error> {
+    search(db, None, None, limit).await
+}
+
+/// Tracked users whose id contains `text` and whose KYC status is `kyc` (`none` for never
+/// checked), by id.
+pub async fn search(
+    db: impl PgExecutor<'_>,
+    text: Option<&str>,
+    kyc: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TrackedUser>, Error> {
     Ok(sqlx::query_as(
         r#"
         SELECT external_user_id, kyc_status, kyc_attempt_status, kyc_rejection_reason, kyc_checked_at,
                kyc_pending_polls, unknown_at_p100, tracked_at
-          FROM tracked_users ORDER BY external_user_id LIMIT $1
+          FROM tracked_users
+         WHERE ($2::text IS NULL OR strpos(external_user_id, $2) > 0)
+           AND ($3::text IS NULL OR ($3 = 'none' AND kyc_status IS NULL) OR kyc_status = $3)
+         ORDER BY external_user_id LIMIT $1
         "#,
     )
     .bind(limit)
+    .bind(text)
+    .bind(kyc)
     .fetch_all(db)
     .await?)
 }

@@ -253,7 +253,8 @@ pub fn html(report: &Report, trend: &[TrendPoint]) -> String {
     crate::page::html(report, trend)
 }
 
-pub(crate) const CSS: &str = r#"
+/// The report's stylesheet, which the operator console shares.
+pub const CSS: &str = r#"
 :root {
   --fg: #1f2328; --muted: #59636e; --line: #d8dee4; --soft: #f6f8fa;
   --red: #b42318; --red-bg: #fdecea; --amber: #8a5a00; --amber-bg: #fff4cc;
@@ -347,7 +348,8 @@ fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub(crate) fn display_time(t: &DateTime<Utc>) -> String {
+/// A time as people read it, in UTC.
+pub fn display_time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
@@ -356,7 +358,7 @@ fn opt_decimal(d: &Option<Decimal>) -> String {
 }
 
 /// `1 d 3 h`, `5 m 12 s`, … .
-pub(crate) fn age(seconds: u64) -> String {
+pub fn age(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds / 3_600 % 24,
