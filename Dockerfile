@@ -38,6 +38,9 @@ ENV REPORT_DIR=/var/lib/p100-recon/reports \
     HTTP_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
 EXPOSE 8080
+# The operator console, when CONSOLE_TOKENS_FILE is mounted and CONSOLE_ADDR=0.0.0.0:8081 is set
+# (it listens on loopback otherwise); publish it only behind a TLS proxy.
+EXPOSE 8081
 # Ready = every worker up and the database reachable (/readyz). The slim image has no curl:
 # bash's /dev/tcp speaks the one request. Assumes the default HTTP_ADDR port.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

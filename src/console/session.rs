@@ -197,6 +197,7 @@ pub async fn login(
     }
     let Some((name, role)) = console.tokens.sign_in(&form.token) else {
         tracing::warn!("console: a sign-in with an unknown token was refused");
+        metrics::counter!("console_sign_ins_total", "outcome" => "refused").increment(1);
         tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         let form_token = random_token();
         let mut response = (
@@ -221,6 +222,7 @@ pub async fn login(
         return view::database_error(&e);
     }
     tracing::info!(user = name, role = role.as_str(), "console: signed in");
+    metrics::counter!("console_sign_ins_total", "outcome" => "accepted").increment(1);
     let mut response = Redirect::to(&next).into_response();
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, set_cookie(COOKIE, &sid, SESSION_TTL));
