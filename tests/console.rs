@@ -51,7 +51,11 @@ async fn seed(pool: &PgPool) -> (i64, i64, i64, i64, i64) {
     let mut conn = pool.acquire().await.unwrap();
     ledger::users::track(
         &mut *conn,
-        &["alice-0001".to_owned(), HOSTILE.to_owned()],
+        &[
+            "alice-0001".to_owned(),
+            "alice smith".to_owned(),
+            HOSTILE.to_owned(),
+        ],
         "test",
         FirstJob::LeftToSweep,
     )
@@ -228,17 +232,19 @@ async fn nothing_is_shown_without_signing_in_with_a_token_from_the_file(pool: Pg
         .iter()
         .find(|c| c.starts_with("p100_console="))
         .unwrap();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(cookie.contains(flag), "{cookie}");
     }
-    // Only a hash of the session id is stored.
+    // Only the SHA-256 of the session id is stored (computed by the daemon: the id itself is
+    // never sent to Postgres).
     let sid = v.session.clone().unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT id_hash FROM console_sessions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 32);
-    assert!(!String::from_utf8_lossy(&stored).contains(&sid));
+    let (stored, expected): (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT id_hash, sha256(convert_to($1, 'UTF8')) FROM console_sessions")
+            .bind(&sid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, expected);
 
     for path in pages(open, dead, exchange) {
         let r = v
@@ -259,7 +265,10 @@ async fn nothing_is_shown_without_signing_in_with_a_token_from_the_file(pool: Pg
         assert!(!body.contains("<script"), "{path} runs no script");
     }
 
-    // Signing out ends the session for good.
+    // Signing out needs the CSRF token too, and then ends the session for good.
+    let a = v.post("/logout", &[]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(v.get("/").await.status, StatusCode::OK, "still signed in");
     let csrf = v.csrf("/").await;
     let a = v.post("/logout", &[("csrf", &csrf)]).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
@@ -524,6 +533,105 @@ async fn hostile_ids_and_texts_are_escaped_on_every_page(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn sign_in_goes_on_only_to_a_page_of_the_console_and_sessions_expire(pool: PgPool) {
+    let base = serve(&pool, &tokens_file_text()).await;
+    // Browsers drop tabs and line breaks from a Location: `/\t/evil.example/` would be
+    // `//evil.example/`, another site.
+    for next in [
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
+        let mut v = Visitor::new(&base);
+        let a = v.sign_in_to(OPERATOR, next).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(a.location.as_deref(), Some("/"), "{next:?}");
+    }
+    let mut v = Visitor::new(&base);
+    let a = v.sign_in_to(OPERATOR, "/jobs?state=dead").await;
+    assert_eq!(a.location.as_deref(), Some("/jobs?state=dead"));
+
+    // A session past its time signs nobody in.
+    assert_eq!(v.get("/").await.status, StatusCode::OK);
+    sqlx::query("UPDATE console_sessions SET expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(v.get("/").await.status, StatusCode::SEE_OTHER);
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn links_to_users_work_whatever_their_ids_hold(pool: PgPool) {
+    seed(&pool).await;
+    let base = serve(&pool, &tokens_file_text()).await;
+    let mut v = Visitor::new(&base);
+    v.sign_in(OPERATOR).await;
+    let page = v.get("/users").await.body;
+    let hrefs: Vec<&str> = page
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| h.starts_with("/users/"))
+        .collect();
+    assert_eq!(hrefs.len(), 3, "{hrefs:?}");
+    for href in hrefs {
+        // The page's href, as a browser would follow it (maud escaped `&` as `&amp;`).
+        let a = v.get(&href.replace("&amp;", "&")).await;
+        assert_eq!(a.status, StatusCode::OK, "{href}");
+        assert!(a.body.contains("<h1>User "), "{href}");
+    }
+    assert!(
+        v.get("/users/alice%20smith")
+            .await
+            .body
+            .contains("<h1>User alice smith</h1>")
+    );
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn a_pause_someone_else_made_first_stands_and_filters_not_applied_are_said(pool: PgPool) {
+    seed(&pool).await;
+    let base = serve(&pool, &tokens_file_text()).await;
+    let mut v = Visitor::new(&base);
+    v.sign_in(OPERATOR).await;
+    let csrf = v.csrf("/jobs").await;
+    let pause = |note: &'static str| [("note", note), ("csrf", csrf.as_str())];
+    assert_eq!(
+        v.post("/kinds/tx_sync/pause", &pause("first")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let a = v.post("/kinds/tx_sync/pause", &pause("second")).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("tx_sync was already paused"));
+    assert_eq!(
+        paused(&pool).await,
+        vec![("tx_sync".into(), "olivia".into(), "first".into())]
+    );
+    assert_eq!(
+        v.post("/kinds/tx_sync/resume", &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let a = v.post("/kinds/tx_sync/resume", &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+
+    let page = v.get("/jobs?kind=bogus&state=dead").await.body;
+    assert!(
+        page.contains("Not applied: </strong>kind &quot;bogus&quot; is not one of noop"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<option value=\"dead\" selected>"),
+        "the valid filter applies"
+    );
+    let page = v.get("/discrepancies?severity=urgent&owner=%20").await.body;
+    assert!(page.contains("severity &quot;urgent&quot; is not one of high, medium, low"));
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
 async fn a_name_taken_out_of_the_file_is_signed_out_and_a_role_taken_away_applies_at_once(
     pool: PgPool,
 ) {
@@ -551,6 +659,22 @@ async fn a_name_taken_out_of_the_file_is_signed_out_and_a_role_taken_away_applie
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(state_of_discrepancy(&pool, open).await.0, "open");
+
+    // A new token for olivia (the old one leaked): sessions of the old one no longer count.
+    let rotated = "olivia operator olivia-new-token-0123456789abcdef\n";
+    olivia.base = serve(&pool, rotated).await;
+    assert_eq!(olivia.get("/").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        olivia.sign_in(OPERATOR).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        olivia
+            .sign_in("olivia-new-token-0123456789abcdef")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]

@@ -119,6 +119,12 @@ impl ScheduleFile {
             .unwrap_or_else(|| kind.default_limits())
     }
 
+    /// The attempts an operator's retry gives a job of kind `kind` (by its queue name): its
+    /// kind's, afresh; one for a kind this build does not know.
+    pub fn fresh_attempts(&self, kind: &str) -> i32 {
+        Kind::parse(kind).map_or(1, |k| self.limits(k).max_attempts as i32)
+    }
+
     /// Sizes the kinds marked `concurrency = "budget"` for a P100 budget of `max_rps` requests a
     /// second and P100's observed `latency`: enough jobs in flight to keep the budget busy
     /// (see [`budget_concurrency`]), never fewer than the kind's floor.

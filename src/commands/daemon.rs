@@ -59,6 +59,9 @@ pub struct DaemonArgs {
     pub max_connections: Option<u32>,
 }
 
+/// Connections of the operator console's own pool.
+const CONSOLE_CONNECTIONS: u32 = 4;
+
 /// The schedule file shipped with the binary, used when `jobs/schedule.toml` is not present.
 pub const DEFAULT_SCHEDULE: &str = include_str!("../../jobs/schedule.toml");
 /// Where the daemon looks for the schedule file by default.
@@ -235,8 +238,10 @@ pub async fn run(settings: &Settings, args: DaemonArgs) -> anyhow::Result<ExitCo
                 "operator console on http://{}",
                 settings.console_addr
             );
+            // A pool of its own: operators refreshing pages never take the workers' connections.
+            let console_pool = crate::db::connect(url, CONSOLE_CONNECTIONS).await?;
             let router = crate::console::router(crate::console::Console {
-                pool: pool.clone(),
+                pool: console_pool,
                 tokens,
                 p100: health.clone(),
                 schedule: schedule.clone(),

@@ -76,10 +76,9 @@ pub struct JobIdArgs {
 
 /// Extra attempts a retried job gets: as many as its kind allows.
 fn fresh_attempts(kind: &str) -> i32 {
-    let schedule = super::daemon::load_schedule(None).unwrap_or_default();
-    jobs::kinds::Kind::parse(kind)
-        .map(|k| schedule.limits(k).max_attempts as i32)
-        .unwrap_or(3)
+    super::daemon::load_schedule(None)
+        .unwrap_or_default()
+        .fresh_attempts(kind)
 }
 
 pub async fn run(settings: &Settings, command: JobsCommand) -> anyhow::Result<ExitCode> {
@@ -243,22 +242,9 @@ fn answer(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Err(refusal) => refused(id, &refusal),
+        Err(refusal) => refusal.explain(id),
     };
     Err(UsageError(refusal).into())
-}
-
-/// Why an operator's retry or cancel of job `id` was refused, for a person (CLI and console).
-pub(crate) fn refused(id: i64, refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::NotFound => format!("no job {id}"),
-        Refusal::WrongState(state) => format!(
-            "job {id} is {state}; only failed, dead or cancelled jobs can be retried and only pending or failed ones cancelled"
-        ),
-        Refusal::Duplicate(other) => format!(
-            "job {other} already does this unit's work; retry refused to avoid running it twice"
-        ),
-    }
 }
 
 fn describe(job: &JobRow) -> String {

@@ -40,6 +40,12 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the session table keeps of a session id.
+fn id_hash(sid: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(sid.as_bytes()).into()
+}
+
 /// The value of cookie `name` in a request's headers.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -129,13 +135,14 @@ impl FromRequestParts<Console> for Who {
         let Some(sid) = cookie(&parts.headers, COOKIE) else {
             return Err(not_signed_in(parts));
         };
-        let session = match ledger::console::find(&console.pool, sid).await {
+        let session = match ledger::console::find(&console.pool, &id_hash(sid)).await {
             Ok(Some(s)) => s,
             Ok(None) => return Err(not_signed_in(parts)),
             Err(e) => return Err(view::database_error(&e)),
         };
-        // The file decides the role now; a name no longer in it is signed out.
-        let Some(role) = console.tokens.role_of(&session.name) else {
+        // The file decides the role now; a name no longer in it, or whose token changed, is
+        // signed out.
+        let Some(role) = console.tokens.role_of(&session.name, &session.token) else {
             return Err(not_signed_in(parts));
         };
         Ok(Who {
@@ -146,10 +153,18 @@ impl FromRequestParts<Console> for Who {
     }
 }
 
-/// Where to go after signing in: a path on this console, nothing else.
+/// Where to go after signing in: a path on this console, nothing else. Browsers drop tabs and
+/// line breaks from a `Location` and read `\\` as `/`, so only printable ASCII without a
+/// backslash is taken, and never a second leading slash.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -195,7 +210,7 @@ pub async fn login(
             "Open the sign-in page again.",
         );
     }
-    let Some((name, role)) = console.tokens.sign_in(&form.token) else {
+    let Some((name, role, token)) = console.tokens.sign_in(&form.token) else {
         tracing::warn!("console: a sign-in with an unknown token was refused");
         metrics::counter!("console_sign_ins_total", "outcome" => "refused").increment(1);
         tokio::time::sleep(WRONG_TOKEN_DELAY).await;
@@ -216,9 +231,9 @@ pub async fn login(
     if let Err(e) = ledger::console::prune(&console.pool).await {
         tracing::warn!(error = %e, "console: cannot forget expired sessions");
     }
-    if let Err(e) =
-        ledger::console::start(&console.pool, &sid, name, role.as_str(), &csrf, SESSION_TTL).await
-    {
+    let hash = id_hash(&sid);
+    let started = ledger::console::start(&console.pool, &hash, name, &token, &csrf, SESSION_TTL);
+    if let Err(e) = started.await {
         return view::database_error(&e);
     }
     tracing::info!(user = name, role = role.as_str(), "console: signed in");
@@ -256,7 +271,7 @@ pub async fn logout(
         );
     }
     if let Some(sid) = cookie(&headers, COOKIE)
-        && let Err(e) = ledger::console::end(&console.pool, sid).await
+        && let Err(e) = ledger::console::end(&console.pool, &id_hash(sid)).await
     {
         return view::database_error(&e);
     }
@@ -293,6 +308,10 @@ mod tests {
             "//evil.example/",
             "https://evil.example/",
             "/\\evil",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\n/evil",
+            "/ /evil",
             "",
             "jobs",
         ] {

@@ -63,6 +63,15 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// What a session keeps of the token it signed in with: not the token's own hash, so the
+/// session table says nothing about the file.
+fn fingerprint(digest: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"p100-recon console session\0");
+    h.update(digest);
+    h.finalize().into()
+}
+
 impl Tokens {
     /// Reads the file; errors name the file and line, never a token.
     pub fn load(path: &Path) -> Result<Tokens, String> {
@@ -118,22 +127,28 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
-    /// Who `token` belongs to. Every entry is compared, whatever matched, in constant time.
-    pub fn sign_in(&self, token: &str) -> Option<(&str, Role)> {
+    /// Who `token` belongs to, with the fingerprint its sessions keep. Every entry is compared,
+    /// whatever matched, in constant time.
+    pub fn sign_in(&self, token: &str) -> Option<(&str, Role, [u8; 32])> {
         let offered = digest(token.trim());
         let mut found = None;
         for e in &self.entries {
             if bool::from(e.digest.ct_eq(&offered)) {
-                found = Some((e.name.as_str(), e.role));
+                found = Some((e.name.as_str(), e.role, fingerprint(&e.digest)));
             }
         }
         found
     }
 
-    /// `name`'s role now (a session ends when its name leaves the file; a role taken away
-    /// applies at once).
-    pub fn role_of(&self, name: &str) -> Option<Role> {
-        self.entries.iter().find(|e| e.name == name).map(|e| e.role)
+    /// The role now of a session of `name` signed in with the token fingerprinted `token`:
+    /// `None` once the name has left the file or its token has changed; a role taken away
+    /// applies at once.
+    pub fn role_of(&self, name: &str, token: &[u8]) -> Option<Role> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .filter(|e| bool::from(fingerprint(&e.digest)[..].ct_eq(token)))
+            .map(|e| e.role)
     }
 
     /// How many people may sign in, per role.
@@ -155,13 +170,19 @@ mod tests {
             "# who may sign in\n\nalice operator {ALICE}\n  victor   viewer  {VICTOR}  \n"
         ))
         .unwrap();
-        assert_eq!(t.sign_in(ALICE), Some(("alice", Role::Operator)));
-        assert_eq!(t.sign_in(VICTOR), Some(("victor", Role::Viewer)));
+        let (name, role, alice_fp) = t.sign_in(ALICE).unwrap();
+        assert_eq!((name, role), ("alice", Role::Operator));
+        let (name, role, victor_fp) = t.sign_in(VICTOR).unwrap();
+        assert_eq!((name, role), ("victor", Role::Viewer));
         assert_eq!(t.sign_in(&ALICE[..ALICE.len() - 1]), None);
         assert_eq!(t.sign_in(&format!("{ALICE}x")), None);
         assert_eq!(t.sign_in(""), None);
-        assert_eq!(t.role_of("victor"), Some(Role::Viewer));
-        assert_eq!(t.role_of("mallory"), None);
+        assert_eq!(t.role_of("victor", &victor_fp), Some(Role::Viewer));
+        assert_eq!(t.role_of("victor", &alice_fp), None);
+        assert_eq!(t.role_of("mallory", &alice_fp), None);
+        // A new token for alice: sessions signed in with the old one no longer count.
+        let rotated = Tokens::parse(&format!("alice operator {VICTOR}")).unwrap();
+        assert_eq!(rotated.role_of("alice", &alice_fp), None);
         assert_eq!((t.count(Role::Operator), t.count(Role::Viewer)), (1, 1));
     }
 

@@ -76,12 +76,17 @@ td a, dd a { color: var(--blue); }
 "#;
 
 /// Text from outside (P100's ids and texts, a person's note): control characters other than
-/// line breaks and tabs become U+FFFD, so nothing invisible hides in what a person reads. The
-/// template escapes the rest.
+/// line breaks and tabs, and the invisible characters that reorder or hide text (bidi
+/// overrides and isolates, zero-width ones), become U+FFFD, so nothing invisible changes what a
+/// person reads. The template escapes the rest.
 pub fn text(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            let invisible = matches!(
+                c,
+                '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            );
+            if (c.is_control() && c != '\n' && c != '\t') || invisible {
                 '\u{fffd}'
             } else {
                 c
@@ -141,9 +146,17 @@ pub fn owner(kind: &str, user: Option<&str>) -> Markup {
     }
 }
 
-/// A value for a URL path segment.
+/// A value for a URL path segment: every byte but RFC 3986's unreserved ones percent-encoded
+/// (a space is `%20`: form encoding's `+` is no space in a path).
 pub fn path_part(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A severity pill.
@@ -182,6 +195,40 @@ pub fn select(name: &str, label: &str, options: &[&str], current: Option<&str>) 
                 @for o in options {
                     option value=(o) selected[current == Some(*o)] { (text(o)) }
                 }
+            }
+        }
+    }
+}
+
+/// A filter's value when it is one of `allowed`; any other is noted in `ignored`, so the page
+/// says it shows everything rather than silently ignoring it.
+pub fn one_of(
+    name: &str,
+    value: Option<String>,
+    allowed: &[&str],
+    ignored: &mut Vec<String>,
+) -> Option<String> {
+    let value = value
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())?;
+    if allowed.contains(&value.as_str()) {
+        Some(value)
+    } else {
+        ignored.push(format!(
+            "{name} {:?} is not one of {}",
+            text(&value),
+            allowed.join(", ")
+        ));
+        None
+    }
+}
+
+/// The filters a page could not apply.
+pub fn ignored(notes: &[String]) -> Markup {
+    html! {
+        @if !notes.is_empty() {
+            div.error-box role="alert" {
+                strong { "Not applied: " } (notes.join("; ")) ". The list is not filtered by them."
             }
         }
     }
@@ -307,6 +354,17 @@ mod tests {
             text("a\u{1b}[31mb\r\nc\td\0"),
             "a\u{fffd}[31mb\u{fffd}\nc\td\u{fffd}"
         );
+        // "100.00" shown reversed by a right-to-left override, and a zero-width space.
+        assert_eq!(text("\u{202e}00.001\u{200b}x"), "\u{fffd}00.001\u{fffd}x");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            path_part("alice smith/..?#+é"),
+            "alice%20smith%2F..%3F%23%2B%C3%A9"
+        );
+        assert_eq!(path_part("bob-0002_x.y~"), "bob-0002_x.y~");
     }
 
     #[test]

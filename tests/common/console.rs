@@ -93,6 +93,11 @@ impl Visitor {
 
     /// Signs in with `token`; returns the sign-in answer.
     pub async fn sign_in(&mut self, token: &str) -> Answer {
+        self.sign_in_to(token, "/").await
+    }
+
+    /// Signs in with `token`, asking to go on to `next`.
+    pub async fn sign_in_to(&mut self, token: &str, next: &str) -> Answer {
         let page = self.get("/login").await;
         let form_token = field(&page.body, "form").expect("the sign-in form has its token");
         let login_cookie = format!("p100_console_login={form_token}");
@@ -100,7 +105,7 @@ impl Visitor {
             .http
             .post(format!("{}/login", self.base))
             .header(COOKIE, self.cookie_header(Some(&login_cookie)))
-            .form(&[("token", token), ("form", &form_token), ("next", "/")])
+            .form(&[("token", token), ("form", &form_token), ("next", next)])
             .send()
             .await
             .unwrap();

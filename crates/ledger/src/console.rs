@@ -1,7 +1,5 @@
-//! The operator console's sessions: who signed in, with which role, until when.
-//!
-//! The session id itself never reaches the table: it is hashed (SHA-256, by Postgres) on the
-//! way in and on every lookup.
+//! The operator console's sessions: who signed in, with which line of the tokens file, until
+//! when. Ids arrive hashed: the session id itself never reaches the database.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -13,8 +11,8 @@ use crate::Error;
 pub struct Session {
     /// The signed-in name (from the tokens file).
     pub name: String,
-    /// `viewer` or `operator`, as at sign-in.
-    pub role: String,
+    /// The fingerprint of the token it signed in with.
+    pub token: Vec<u8>,
     /// The token every form of this session carries.
     pub csrf: String,
     /// When it ends.
@@ -24,19 +22,19 @@ pub struct Session {
 /// Starts a session lasting `ttl`.
 pub async fn start(
     db: impl PgExecutor<'_>,
-    id: &str,
+    id_hash: &[u8; 32],
     name: &str,
-    role: &str,
+    token: &[u8; 32],
     csrf: &str,
     ttl: std::time::Duration,
 ) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO console_sessions (id_hash, name, role, csrf, expires_at)
-         VALUES (sha256(convert_to($1, 'UTF8')), $2, $3, $4, now() + make_interval(secs => $5))",
+        "INSERT INTO console_sessions (id_hash, name, token, csrf, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
     )
-    .bind(id)
+    .bind(&id_hash[..])
     .bind(name)
-    .bind(role)
+    .bind(&token[..])
     .bind(csrf)
     .bind(ttl.as_secs_f64())
     .execute(db)
@@ -44,21 +42,21 @@ pub async fn start(
     Ok(())
 }
 
-/// The session with this id, if it has not expired.
-pub async fn find(db: impl PgExecutor<'_>, id: &str) -> Result<Option<Session>, Error> {
+/// The session whose id hashes to `id_hash`, if it has not expired.
+pub async fn find(db: impl PgExecutor<'_>, id_hash: &[u8; 32]) -> Result<Option<Session>, Error> {
     Ok(sqlx::query_as(
-        "SELECT name, role, csrf, expires_at FROM console_sessions
-          WHERE id_hash = sha256(convert_to($1, 'UTF8')) AND expires_at > now()",
+        "SELECT name, token, csrf, expires_at FROM console_sessions
+          WHERE id_hash = $1 AND expires_at > now()",
     )
-    .bind(id)
+    .bind(&id_hash[..])
     .fetch_optional(db)
     .await?)
 }
 
 /// Ends a session (sign-out).
-pub async fn end(db: impl PgExecutor<'_>, id: &str) -> Result<(), Error> {
-    sqlx::query("DELETE FROM console_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))")
-        .bind(id)
+pub async fn end(db: impl PgExecutor<'_>, id_hash: &[u8; 32]) -> Result<(), Error> {
+    sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+        .bind(&id_hash[..])
         .execute(db)
         .await?;
     Ok(())

@@ -339,8 +339,8 @@ pub struct Filter {
     pub severity: Option<String>,
     /// Only this class.
     pub class: Option<String>,
-    /// Only this user's (`partner` for the partner's).
-    pub owner: Option<String>,
+    /// Only this owner's.
+    pub owner: Option<crate::Owner>,
     /// Include resolved ones (when no state is given).
     pub all: bool,
     /// At most this many.
@@ -355,9 +355,7 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Discre
             AND ($2::text IS NULL OR severity = $2)
             AND ($1::text IS NOT NULL OR $3 OR state <> 'resolved')
             AND ($5::text IS NULL OR class = $5)
-            AND ($6::text IS NULL
-                 OR ($6 = 'partner' AND owner_kind = 'partner')
-                 OR external_user_id = $6)
+            AND ($6::text IS NULL OR (owner_kind = $6 AND external_user_id IS NOT DISTINCT FROM $7))
           ORDER BY CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, first_seen_at, id
           LIMIT $4"
     );
@@ -367,7 +365,13 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Discre
         .bind(filter.all)
         .bind(filter.limit)
         .bind(&filter.class)
-        .bind(&filter.owner)
+        .bind(filter.owner.as_ref().map(crate::Owner::kind))
+        .bind(
+            filter
+                .owner
+                .as_ref()
+                .and_then(crate::Owner::external_user_id),
+        )
         .fetch_all(db)
         .await?)
 }
@@ -408,15 +412,6 @@ pub async fn events(db: impl PgExecutor<'_>, id: i64) -> Result<Vec<Event>, Erro
     .bind(id)
     .fetch_all(db)
     .await?)
-}
-
-/// The classes discrepancies have been raised with, for filters.
-pub async fn classes(db: impl PgExecutor<'_>) -> Result<Vec<String>, Error> {
-    Ok(
-        sqlx::query_scalar("SELECT DISTINCT class FROM discrepancies ORDER BY class")
-            .fetch_all(db)
-            .await?,
-    )
 }
 
 /// Unresolved discrepancies per severity (for metrics).

@@ -92,10 +92,11 @@ pub async fn load_for_update(conn: &mut PgConnection, id: i64) -> Result<Option<
 /// One exchange by local id or lock id.
 pub async fn find(db: impl PgExecutor<'_>, id_or_lock: &str) -> Result<Option<Exchange>, Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM exchanges WHERE id::text = $1 OR lock_id = $1 ORDER BY id LIMIT 1"
+        "SELECT {COLUMNS} FROM exchanges WHERE id = $2 OR lock_id = $1 ORDER BY id LIMIT 1"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id_or_lock)
+        .bind(id_or_lock.parse::<i64>().ok())
         .fetch_optional(db)
         .await?)
 }

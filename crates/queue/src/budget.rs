@@ -266,6 +266,33 @@ pub async fn retire(conn: &mut PgConnection, ids: &[String]) -> Result<(), Error
     Ok(())
 }
 
+/// The deployment's budget as an operator sees it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Status {
+    /// Members heard from in the last [`STALE`].
+    pub live_members: i64,
+    /// The sum of their caps (requests per second).
+    pub caps: i64,
+    /// How many of them want more than their cap.
+    pub busy: i64,
+    /// Until when a 429's `Retry-After` pauses every member, when it does.
+    pub paused_until: Option<DateTime<Utc>>,
+}
+
+/// Reads the membership and the pause (for the console; takes no lock).
+pub async fn status(db: impl sqlx::PgExecutor<'_>) -> Result<Status, Error> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) AS live_members, coalesce(sum(cap), 0)::bigint AS caps,
+                count(*) FILTER (WHERE busy) AS busy,
+                (SELECT paused_until FROM p100_budget_pause WHERE paused_until > now()) AS paused_until
+           FROM p100_budget_members
+          WHERE stopped_at IS NULL AND last_seen > now() - make_interval(secs => $1)",
+    )
+    .bind(STALE.as_secs_f64())
+    .fetch_one(db)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,31 +356,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The deployment's budget as an operator sees it.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct Status {
-    /// Members heard from in the last [`STALE`].
-    pub live_members: i64,
-    /// The sum of their caps (requests per second).
-    pub caps: i64,
-    /// How many of them want more than their cap.
-    pub busy: i64,
-    /// Until when a 429's `Retry-After` pauses every member, when it does.
-    pub paused_until: Option<DateTime<Utc>>,
-}
-
-/// Reads the membership and the pause (for the console; takes no lock).
-pub async fn status(db: impl sqlx::PgExecutor<'_>) -> Result<Status, Error> {
-    Ok(sqlx::query_as(
-        "SELECT count(*) AS live_members, coalesce(sum(cap), 0)::bigint AS caps,
-                count(*) FILTER (WHERE busy) AS busy,
-                (SELECT paused_until FROM p100_budget_pause WHERE paused_until > now()) AS paused_until
-           FROM p100_budget_members
-          WHERE stopped_at IS NULL AND last_seen > now() - make_interval(secs => $1)",
-    )
-    .bind(STALE.as_secs_f64())
-    .fetch_one(db)
-    .await?)
 }

@@ -869,6 +869,21 @@ pub enum Refusal {
     Duplicate(i64),
 }
 
+impl Refusal {
+    /// Why an operator's retry or cancel of job `id` was refused, for a person.
+    pub fn explain(&self, id: i64) -> String {
+        match self {
+            Refusal::NotFound => format!("no job {id}"),
+            Refusal::WrongState(state) => format!(
+                "job {id} is {state}; only failed, dead or cancelled jobs can be retried and only pending or failed ones cancelled"
+            ),
+            Refusal::Duplicate(other) => format!(
+                "job {other} already does this unit's work; retry refused to avoid running it twice"
+            ),
+        }
+    }
+}
+
 /// Puts a failed, dead or cancelled job back in the queue to run now, with `extra_attempts`
 /// more attempts than it has used. Its error history is kept.
 pub async fn retry(

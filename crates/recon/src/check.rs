@@ -47,6 +47,20 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class.
+    pub const ALL: [Class; 10] = [
+        Class::BalanceMismatch,
+        Class::MissingLocally,
+        Class::MissingAtProvider,
+        Class::AmountMismatch,
+        Class::CurrencyMismatch,
+        Class::StatusMismatch,
+        Class::Duplicate,
+        Class::UnknownAccount,
+        Class::UnknownUser,
+        Class::StalePending,
+    ];
+
     /// Stored and reported spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,20 +79,7 @@ impl Class {
 
     /// Parses the stored spelling.
     pub fn parse(s: &str) -> Option<Class> {
-        [
-            Class::BalanceMismatch,
-            Class::MissingLocally,
-            Class::MissingAtProvider,
-            Class::AmountMismatch,
-            Class::CurrencyMismatch,
-            Class::StatusMismatch,
-            Class::Duplicate,
-            Class::UnknownAccount,
-            Class::UnknownUser,
-            Class::StalePending,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        Class::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 

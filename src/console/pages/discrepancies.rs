@@ -30,37 +30,51 @@ pub struct Filters {
     owner: Option<String>,
 }
 
-fn given(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
 /// `GET /discrepancies`.
 pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) -> Response {
-    let state_f = given(f.state).filter(|s| STATES.contains(&s.as_str()));
-    let severity_f = given(f.severity).filter(|s| SEVERITIES.contains(&s.as_str()));
+    let class_names: Vec<&str> = recon::check::Class::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let mut ignored = Vec::new();
+    let state_f = view::one_of("state", f.state, &STATES, &mut ignored);
+    let severity_f = view::one_of("severity", f.severity, &SEVERITIES, &mut ignored);
+    let class_f = view::one_of("class", f.class, &class_names, &mut ignored);
+    let owner_text = f
+        .owner
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let owner_f = match owner_text.as_deref() {
+        None => None,
+        Some("partner") => Some(ledger::Owner::Partner),
+        Some(id) => match ledger::Owner::user(id) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                ignored.push(format!("owner: {e}"));
+                None
+            }
+        },
+    };
     let filter = Filter {
-        state: state_f.clone(),
-        severity: severity_f.clone(),
-        class: given(f.class),
-        owner: given(f.owner),
+        state: state_f,
+        severity: severity_f,
+        class: class_f,
+        owner: owner_f,
         all: false,
         limit: LIMIT,
     };
-    let (rows, classes) = match tokio::try_join!(
-        ledger::discrepancies::list(&c.pool, &filter),
-        ledger::discrepancies::classes(&c.pool)
-    ) {
+    let rows = match ledger::discrepancies::list(&c.pool, &filter).await {
         Ok(r) => r,
         Err(e) => return view::database_error(&e),
     };
-    let class_names: Vec<&str> = classes.iter().map(String::as_str).collect();
     let body = html! {
+        (view::ignored(&ignored))
         form.filters method="get" action="/discrepancies" {
             (view::select("state", "State", &STATES, filter.state.as_deref()))
             (view::select("severity", "Severity", &SEVERITIES, filter.severity.as_deref()))
             (view::select("class", "Class", &class_names, filter.class.as_deref()))
             label { "Owner (user id or partner)"
-                input type="text" name="owner" value=[filter.owner.as_deref()] placeholder="any"; }
+                input type="text" name="owner" value=[owner_text.as_deref()] placeholder="any"; }
             button.plain type="submit" { "Filter" }
             a href="/discrepancies" { "Clear" }
         }

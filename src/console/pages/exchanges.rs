@@ -49,7 +49,8 @@ fn table(rows: &[ledger::exchanges::Exchange], id: &str) -> Markup {
 
 /// `GET /exchanges`.
 pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) -> Response {
-    let wanted = f.state.filter(|s| STATES.contains(&s.as_str()));
+    let mut ignored = Vec::new();
+    let wanted = view::one_of("state", f.state, &STATES, &mut ignored);
     let (review, rows) = match tokio::try_join!(
         ledger::exchanges::list(&c.pool, Some("NEEDS_REVIEW"), LIMIT),
         ledger::exchanges::list(&c.pool, wanted.as_deref(), LIMIT)
@@ -58,6 +59,7 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
         Err(e) => return view::database_error(&e),
     };
     let body = html! {
+        (view::ignored(&ignored))
         h2 { "Waiting for a person (NEEDS_REVIEW) " span.count { (review.len()) } }
         @if review.is_empty() { p.none { "None." } } @else {
             p.meta { "Each needs someone to check it at P100; open one for the steps." }

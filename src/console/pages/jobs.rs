@@ -80,15 +80,14 @@ pub async fn queue_table(c: &Console, who: Option<&Who>) -> Result<Markup, queue
 
 /// `GET /jobs`.
 pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) -> Response {
-    let kind = f
-        .kind
-        .filter(|k| !k.is_empty())
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut ignored = Vec::new();
+    let kind = view::one_of("kind", f.kind, &kinds, &mut ignored)
         .and_then(|k| Kind::parse(&k))
         .map(Kind::name);
-    let job_state = f
-        .state
-        .filter(|s| !s.is_empty())
-        .and_then(|s| JobState::parse(&s));
+    let job_state =
+        view::one_of("state", f.state, &states, &mut ignored).and_then(|s| JobState::parse(&s));
     let filter = ListFilter {
         kind: kind.map(str::to_owned),
         states: job_state.into_iter().collect(),
@@ -102,10 +101,9 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
         Ok(t) => t,
         Err(e) => return view::database_error(&e),
     };
-    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
     let body = html! {
         (done_note(f.done.as_deref()))
+        (view::ignored(&ignored))
         h2 { "Queue per kind" }
         (queue)
         h2 { "Jobs" }
@@ -230,9 +228,7 @@ async fn act(
         let mut conn = c.pool.acquire().await?;
         if done == "retried" {
             let extra = match queue::store::show(&mut *conn, id).await? {
-                Some(job) => {
-                    Kind::parse(&job.kind).map_or(3, |k| c.schedule.limits(k).max_attempts as i32)
-                }
+                Some(job) => c.schedule.fresh_attempts(&job.kind),
                 None => 1,
             };
             queue::store::retry(&mut conn, id, extra).await
@@ -247,11 +243,7 @@ async fn act(
             tracing::info!(user = who.name, job.id = id, "console: job {id} {done}");
             Redirect::to(&format!("{back}?done={done}")).into_response()
         }
-        Ok(Err(refusal)) => view::conflict(
-            &back,
-            "Not changed",
-            &crate::commands::jobs::refused(id, &refusal),
-        ),
+        Ok(Err(refusal)) => view::conflict(&back, "Not changed", &refusal.explain(id)),
         Err(e) => view::database_error(&e),
     }
 }
@@ -266,10 +258,30 @@ pub struct PauseForm {
 
 /// `POST /kinds/{kind}/pause`.
 pub async fn pause(
+    c: State<Console>,
+    who: Who,
+    kind: Path<String>,
+    form: Form<PauseForm>,
+) -> Response {
+    set_paused(c, who, kind, form, true).await
+}
+
+/// `POST /kinds/{kind}/resume`.
+pub async fn resume(
+    c: State<Console>,
+    who: Who,
+    kind: Path<String>,
+    form: Form<PauseForm>,
+) -> Response {
+    set_paused(c, who, kind, form, false).await
+}
+
+async fn set_paused(
     State(c): State<Console>,
     who: Who,
     Path(kind): Path<String>,
     Form(form): Form<PauseForm>,
+    pause: bool,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
@@ -282,51 +294,41 @@ pub async fn pause(
         );
     };
     let note = form.note.trim();
-    if note.is_empty() || note.chars().count() > 2000 {
+    if pause && (note.is_empty() || note.chars().count() > 2000) {
         return view::conflict(
             "/jobs",
             "A note is required",
             "Say why the kind is paused (at most 2,000 characters). Nothing was changed.",
         );
     }
-    match queue::store::pause(&c.pool, kind.name(), &who.name, note).await {
-        Ok(_) => {
-            tracing::info!(
-                user = who.name,
-                job.kind = kind.name(),
-                "console: kind paused"
-            );
-            Redirect::to("/jobs?done=paused").into_response()
-        }
-        Err(e) => view::database_error(&e),
-    }
-}
-
-/// `POST /kinds/{kind}/resume`.
-pub async fn resume(
-    State(c): State<Console>,
-    who: Who,
-    Path(kind): Path<String>,
-    Form(form): Form<Plain>,
-) -> Response {
-    if let Some(refused) = who.refuse_change(&form.csrf) {
-        return refused;
-    }
-    let Some(kind) = Kind::parse(&kind) else {
-        return view::refusal(
-            StatusCode::NOT_FOUND,
-            "No such job kind",
-            "Nothing was changed.",
-        );
+    let done = if pause {
+        queue::store::pause(&c.pool, kind.name(), &who.name, note).await
+    } else {
+        queue::store::resume(&c.pool, kind.name()).await
     };
-    match queue::store::resume(&c.pool, kind.name()).await {
-        Ok(_) => {
+    let what = if pause { "paused" } else { "resumed" };
+    match done {
+        // Someone else got there first: their pause (and its note) stands, as the page shows.
+        Ok(false) => view::conflict(
+            "/jobs",
+            "Not changed",
+            &format!(
+                "{} was already {}; the queue table shows who paused it and why.",
+                kind.name(),
+                if pause {
+                    "paused"
+                } else {
+                    "running (not paused)"
+                }
+            ),
+        ),
+        Ok(true) => {
             tracing::info!(
                 user = who.name,
                 job.kind = kind.name(),
-                "console: kind resumed"
+                "console: kind {what}"
             );
-            Redirect::to("/jobs?done=resumed").into_response()
+            Redirect::to(&format!("/jobs?done={what}")).into_response()
         }
         Err(e) => view::database_error(&e),
     }

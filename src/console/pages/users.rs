@@ -11,6 +11,8 @@ use crate::console::session::Who;
 use crate::console::view::{self, Section, amount, currency, opt, severity, state, text, when};
 
 const LIMIT: i64 = 200;
+/// Unresolved discrepancies shown on a user's page.
+const SHOWN: i64 = 100;
 /// KYC statuses as recorded: P100's `status`, or ours for no verification and an unknown user.
 const KYC: [&str; 6] = [
     "none",
@@ -32,12 +34,14 @@ pub struct Filters {
 /// `GET /users`.
 pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) -> Response {
     let q = f.q.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    let kyc = f.kyc.filter(|s| !s.is_empty());
+    let mut ignored = Vec::new();
+    let kyc = view::one_of("KYC status", f.kyc, &KYC, &mut ignored);
     let rows = match ledger::users::search(&c.pool, q.as_deref(), kyc.as_deref(), LIMIT).await {
         Ok(r) => r,
         Err(e) => return view::database_error(&e),
     };
     let body = html! {
+        (view::ignored(&ignored))
         form.filters method="get" action="/users" {
             label { "User id contains" input type="text" name="q" value=[q.as_deref()] placeholder="any"; }
             label { "KYC status"
@@ -72,8 +76,8 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
 /// `GET /users/{id}`.
 pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) -> Response {
     let filter = ledger::discrepancies::Filter {
-        owner: Some(id.clone()),
-        limit: 100,
+        owner: ledger::Owner::user(&id).ok(),
+        limit: SHOWN,
         ..Default::default()
     };
     let (user, history, open) = match tokio::try_join!(
@@ -102,7 +106,8 @@ pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) 
             dt { "Followed since" } dd { (when(&user.tracked_at)) }
         }
         p { a href=(format!("/jobs?kind=kyc_poll")) { "KYC polling jobs" } }
-        h2 { "Unresolved discrepancies " span.count { (open.len()) } }
+        h2 { "Unresolved discrepancies " span.count { (open.len())
+            @if open.len() as i64 == SHOWN { " (the first " (SHOWN) ")" } } }
         @if open.is_empty() { p.none { "None." } } @else {
             table { thead { tr { th.num { "id" } th { "severity" } th { "state" } th { "currency" } th { "class" } th.num { "delta / amount" } } }
                 tbody { @for d in &open { tr {
