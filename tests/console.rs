@@ -321,6 +321,10 @@ async fn a_viewer_reads_everything_and_changes_nothing(pool: PgPool) {
             vec![("note", "maintenance")],
         ),
         ("/kinds/kyc_poll/resume".into(), vec![]),
+        (
+            "/sepa/demo-sepa-ghost/release".into(),
+            vec![("note", "never made")],
+        ),
     ];
     for (path, form) in &actions {
         let mut with = form.clone();
@@ -492,6 +496,14 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = v
+        .post(
+            "/sepa/never-tracked/release",
+            &[("note", "x"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("no SEPA transfer never-tracked is tracked"));
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]

@@ -410,6 +410,44 @@ async fn an_operator_does_a_mornings_work_in_the_browser_and_a_viewer_changes_no
             .await
             .contains("What a person must check")
     );
+    // The transfer P100 never heard of: its hold is released, with a note.
+    c.goto(&format!("{base}/sepa/demo-sepa-ghost"))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, ".banner")
+            .await
+            .contains("P100 does not know this transfer.")
+    );
+    c.find(Locator::Css("form[action$='/release'] textarea"))
+        .await
+        .unwrap()
+        .send_keys("P100 support: never created")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action$='/release'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, "[role=status]")
+            .await
+            .contains("The hold is released")
+    );
+    assert!(
+        text_of(&c, "#events")
+            .await
+            .contains("hold released by olivia: P100 support: never created")
+    );
+    let (status, hold): (String, String) = sqlx::query_as(
+        "SELECT status, hold_state FROM sepa_transfers WHERE transfer_id = 'demo-sepa-ghost'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), hold.as_str()), ("RELEASED", "released"));
     c.goto(&format!("{base}/reports/{day}")).await.unwrap();
     assert!(text_of(&c, "h1").await.starts_with("Reconciliation report"));
     shots.take(&c, "15-report").await;

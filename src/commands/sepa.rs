@@ -83,23 +83,14 @@ pub async fn run(settings: &Settings, command: SepaCommand) -> anyhow::Result<Ex
             }
             let actor = actor.unwrap_or_else(crate::settings::operator_name);
             let mut tx = pool.begin().await?;
-            let Some(t) = ledger::sepa::find(&mut *tx, &id).await? else {
-                return Err(UsageError(format!(
-                    "no SEPA transfer {id} is tracked; see `sepa list`"
-                ))
-                .into());
-            };
-            // The owner's write lock before the transfer's row lock: the one order every
-            // writer uses (sepa_status takes them in this order too).
-            ledger::owner_lock::acquire(&mut tx, &t.owner()?).await?;
-            let Some(t) = ledger::sepa::load_for_update(&mut tx, t.id).await? else {
-                anyhow::bail!("SEPA transfer {id} vanished");
-            };
-            match ledger::sepa::release(&mut tx, &t, &actor, note.trim()).await {
-                Ok(()) => {
+            match ledger::sepa::release_by_hand(&mut tx, &id, &actor, note.trim()).await {
+                Ok(t) => {
                     tx.commit().await?;
                     println!("released the hold of {id} ({} {})", t.amount, t.currency);
                     Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ ledger::sepa::ReleaseError::NotFound(_)) => {
+                    Err(UsageError(format!("{e}; see `sepa list`")).into())
                 }
                 Err(e @ ledger::sepa::ReleaseError::WrongStatus { .. }) => {
                     Err(UsageError(e.to_string()).into())

@@ -78,6 +78,7 @@ pub fn router(console: Console) -> Router {
         .route("/users/{id}", get(users::detail))
         .route("/sepa", get(sepa::list))
         .route("/sepa/{id}", get(sepa::detail))
+        .route("/sepa/{id}/release", post(sepa::release))
         .route("/exchanges", get(exchanges::list))
         .route("/exchanges/{id}", get(exchanges::detail))
         .route("/reports", get(reports::list))

@@ -292,6 +292,7 @@ pub fn done_note(done: Option<&str>) -> maud::Markup {
         Some("cancelled") => "Cancelled.",
         Some("paused") => "Paused: no replica claims its jobs until it is resumed.",
         Some("resumed") => "Resumed.",
+        Some("released") => "The hold is released; the transfer is no longer followed.",
         _ => return html! {},
     };
     html! { div.status-ok role="status" { (text) } }

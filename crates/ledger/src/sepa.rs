@@ -178,6 +178,9 @@ pub async fn end_hold(
 /// Why a person's release was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
+    /// No such transfer is tracked.
+    #[error("no SEPA transfer {0} is tracked")]
+    NotFound(String),
     /// Only transfers P100 does not know can be released by hand.
     #[error("transfer {transfer_id} is {status}; only {MISSING} transfers can be released by hand")]
     WrongStatus {
@@ -189,6 +192,26 @@ pub enum ReleaseError {
     /// The database failed.
     #[error(transparent)]
     Ledger(#[from] Error),
+}
+
+/// A person releases the hold of the transfer `transfer_id`, in the caller's transaction: the
+/// owner's write lock, then the transfer's row (the one order every writer uses; `sepa_status`
+/// takes them so too), then [`release`]. Returns the transfer as it was.
+pub async fn release_by_hand(
+    conn: &mut PgConnection,
+    transfer_id: &str,
+    actor: &str,
+    note: &str,
+) -> Result<SepaTransfer, ReleaseError> {
+    let t = find(&mut *conn, transfer_id)
+        .await?
+        .ok_or_else(|| ReleaseError::NotFound(transfer_id.to_owned()))?;
+    crate::owner_lock::acquire(conn, &t.owner()?).await?;
+    let t = load_for_update(conn, t.id)
+        .await?
+        .ok_or_else(|| ReleaseError::NotFound(transfer_id.to_owned()))?;
+    release(conn, &t, actor, note).await?;
+    Ok(t)
 }
 
 /// A person releases the hold of a transfer P100 never showed; it is no longer followed.

@@ -138,6 +138,28 @@ pub async fn detail(
         }
         Err(e) => return view::database_error(&e),
     };
+    // The operation it is about, when it is one we follow: where the next step is taken.
+    let related = match d.subject.as_deref() {
+        Some(subject) => {
+            let found = tokio::try_join!(
+                ledger::sepa::find(&c.pool, subject),
+                ledger::exchanges::find(&c.pool, subject)
+            );
+            match found {
+                Ok((Some(t), _)) => Some((
+                    format!("/sepa/{}", view::path_part(&t.transfer_id)),
+                    format!("SEPA transfer {} ({})", t.transfer_id, t.status),
+                )),
+                Ok((None, Some(e))) if e.lock_id == subject => Some((
+                    format!("/exchanges/{}", e.id),
+                    format!("exchange {} ({})", e.id, e.state),
+                )),
+                Ok(_) => None,
+                Err(e) => return view::database_error(&e),
+            }
+        }
+        None => None,
+    };
     let explanations: Vec<recon::report::Explanation> =
         serde_json::from_value(d.explanations.clone()).unwrap_or_default();
     let cur = d.currency.as_deref();
@@ -148,6 +170,9 @@ pub async fn detail(
             dt { "Owner" } dd { (owner(&d.owner_kind, d.external_user_id.as_deref())) }
             dt { "Currency" } dd { (currency(cur)) }
             dt { "Subject" } dd.mono { (opt(d.subject.as_deref())) }
+            @if let Some((href, label)) = &related {
+                dt { "About" } dd { a href=(href) { (text(label)) } }
+            }
             dt { "P100's balance" } dd { (amount(d.provider_balance, cur)) }
             dt { "Ledger's settled balance" } dd { (amount(d.ledger_balance, cur)) }
             dt { "Delta (P100 − ledger)" } dd { (amount(d.delta, cur)) }

@@ -1,12 +1,15 @@
 //! SEPA transfers we follow: the list by status, and one with its hold and status history.
 
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
+use ledger::sepa::ReleaseError;
 use maud::html;
 
+use super::Done;
 use crate::console::Console;
-use crate::console::session::Who;
+use crate::console::session::{Who, done_note};
 use crate::console::view::{self, Section, amount, currency, opt, owner, state, text, when};
 
 const LIMIT: i64 = 200;
@@ -58,7 +61,12 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
 }
 
 /// `GET /sepa/{transferId}`.
-pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) -> Response {
+pub async fn detail(
+    State(c): State<Console>,
+    who: Who,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
     let t = match ledger::sepa::find(&c.pool, &id).await {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -75,8 +83,17 @@ pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) 
         Err(e) => return view::database_error(&e),
     };
     let cur = Some(t.currency.as_str());
+    let missing = t.status == ledger::sepa::MISSING;
     let body = html! {
+        (done_note(done.done.as_deref()))
         p { (state(&t.status)) " hold " strong { (text(&t.hold_state)) } }
+        @if missing && t.hold_state == "held" {
+            div.banner role="alert" {
+                strong { "P100 does not know this transfer." }
+                " Its hold of " (amount(Some(t.amount), cur)) " " (currency(cur))
+                " stays, and P100 is asked again now and then, until someone releases it. Release it once you know (from P100 or the bank) that the transfer was never made."
+            }
+        }
         dl.fields {
             dt { "P100 transferId" } dd.mono { (text(&t.transfer_id)) }
             dt { "Owner" } dd { (owner(&t.owner_kind, t.external_user_id.as_deref())) }
@@ -94,6 +111,21 @@ pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) 
             tbody { @for (s, note, at) in &events { tr {
                 td { (when(at)) } td { (state(s)) } td.note { (opt(note.as_deref())) }
             } } } }
+        @if missing && t.hold_state == "held" {
+            @if who.operates() {
+                div.actions {
+                    form method="post" action=(format!("/sepa/{}/release", view::path_part(&t.transfer_id))) {
+                        h3 { "Release the hold" }
+                        p.meta { "The held amount is available again and the transfer is no longer followed. The note is kept under your name, " (text(&who.name)) "." }
+                        (view::csrf(&who))
+                        textarea name="note" required placeholder="How you know the transfer was never made" {}
+                        p { button.act.danger type="submit" { "Release the hold" } }
+                    }
+                }
+            } @else {
+                p.readonly { "You are signed in as a viewer: releasing a hold needs the operator role." }
+            }
+        }
     };
     view::page(
         &who,
@@ -101,4 +133,52 @@ pub async fn detail(State(c): State<Console>, who: Who, Path(id): Path<String>) 
         &format!("SEPA transfer {}", text(&t.transfer_id)),
         body,
     )
+}
+
+/// A release form.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct ReleaseForm {
+    csrf: String,
+    note: String,
+}
+
+/// `POST /sepa/{transferId}/release`.
+pub async fn release(
+    State(c): State<Console>,
+    who: Who,
+    Path(id): Path<String>,
+    Form(form): Form<ReleaseForm>,
+) -> Response {
+    if let Some(refused) = who.refuse_change(&form.csrf) {
+        return refused;
+    }
+    let back = format!("/sepa/{}", view::path_part(&id));
+    let note = form.note.trim();
+    if note.is_empty() || note.chars().count() > 2000 {
+        return view::conflict(
+            &back,
+            "A note is required",
+            "Say how you know the transfer was never made (at most 2,000 characters). Nothing was changed.",
+        );
+    }
+    let result = async {
+        let mut tx = c.pool.begin().await.map_err(ledger::Error::from)?;
+        let t = ledger::sepa::release_by_hand(&mut tx, &id, &who.name, note).await?;
+        tx.commit().await.map_err(ledger::Error::from)?;
+        Ok::<_, ReleaseError>(t)
+    }
+    .await;
+    match result {
+        Ok(t) => {
+            tracing::info!(
+                user = who.name,
+                sepa.transfer_id = t.transfer_id,
+                "console: SEPA hold released"
+            );
+            Redirect::to(&format!("{back}?done=released")).into_response()
+        }
+        Err(ReleaseError::Ledger(e)) => view::database_error(&e),
+        Err(e) => view::conflict(&back, "Not changed", &e.to_string()),
+    }
 }
