@@ -325,6 +325,7 @@ async fn a_viewer_reads_everything_and_changes_nothing(pool: PgPool) {
             "/sepa/demo-sepa-ghost/release".into(),
             vec![("note", "never made")],
         ),
+        (format!("/discrepancies/{open}/recheck"), vec![]),
     ];
     for (path, form) in &actions {
         let mut with = form.clone();
@@ -434,6 +435,35 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
     assert_eq!(
         state_of_discrepancy(&pool, open).await,
         ("resolved".into(), 3)
+    );
+
+    // Check the owner again now: a reconciliation of the partner alone, with its sync.
+    let a = v
+        .post(&format!("{detail}/recheck"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let to = a.location.unwrap();
+    let job: i64 = to
+        .trim_start_matches("/jobs/")
+        .trim_end_matches("?done=queued")
+        .parse()
+        .unwrap();
+    let (kind, payload): (String, serde_json::Value) =
+        sqlx::query_as("SELECT kind, payload FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "reconcile");
+    assert_eq!(
+        (payload["partner"].as_bool(), payload["sync"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(
+        v.get(&to)
+            .await
+            .body
+            .contains("Queued: reload to follow it")
     );
 
     // Retry a dead job: it is due now with its kind's attempts afresh.

@@ -68,6 +68,7 @@ pub fn router(console: Console) -> Router {
             post(discrepancies::acknowledge),
         )
         .route("/discrepancies/{id}/resolve", post(discrepancies::resolve))
+        .route("/discrepancies/{id}/recheck", post(discrepancies::recheck))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::detail))
         .route("/jobs/{id}/retry", post(jobs::retry))

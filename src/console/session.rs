@@ -289,6 +289,9 @@ pub fn done_note(done: Option<&str>) -> maud::Markup {
         Some("acknowledged") => "Acknowledged; the note is in the event log.",
         Some("resolved") => "Resolved; the note is in the event log.",
         Some("retried") => "Queued to run again now.",
+        Some("queued") => {
+            "Queued: reload to follow it; the discrepancy resolves itself if the owner now agrees."
+        }
         Some("cancelled") => "Cancelled.",
         Some("paused") => "Paused: no replica claims its jobs until it is resumed.",
         Some("resumed") => "Resumed.",

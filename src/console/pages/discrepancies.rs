@@ -212,6 +212,12 @@ pub async fn detail(
                             p { button.act.warn type="submit" { "Acknowledge" } }
                         }
                     }
+                    form method="post" action=(format!("/discrepancies/{id}/recheck")) {
+                        h3 { "Check again now" }
+                        p.meta { "Syncs its owner's history and reconciles that owner alone. If P100 and the ledger agree now, it resolves itself." }
+                        (view::csrf(&who))
+                        p { button.plain type="submit" { "Reconcile " (owner_label(&d.owner_kind, d.external_user_id.as_deref())) " now" } }
+                    }
                     form method="post" action=(format!("/discrepancies/{id}/resolve")) {
                         h3 { "Resolve" }
                         p.meta { "Explained or fixed. If a later run finds it again, it reopens." }
@@ -231,6 +237,13 @@ pub async fn detail(
         &format!("Discrepancy {id}"),
         body,
     )
+}
+
+fn owner_label(kind: &str, user: Option<&str>) -> String {
+    match (kind, user) {
+        ("user", Some(u)) => text(u),
+        _ => "the partner".to_owned(),
+    }
 }
 
 /// An acknowledge or resolve form.
@@ -314,5 +327,56 @@ async fn step(
         }
         Err(StepError::Ledger(e)) => view::database_error(&e),
         Err(e) => view::conflict(&back, "Not changed", &e.to_string()),
+    }
+}
+
+/// `POST /discrepancies/{id}/recheck`: its owner's history synced and reconciled now (a
+/// reconciliation of that owner alone; one that matches resolves the discrepancy itself).
+pub async fn recheck(
+    State(c): State<Console>,
+    who: Who,
+    Path(id): Path<String>,
+    Form(form): Form<crate::console::session::Plain>,
+) -> Response {
+    if let Some(refused) = who.refuse_change(&form.csrf) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return view::refusal(
+            StatusCode::NOT_FOUND,
+            "No such discrepancy",
+            "Ids are numbers.",
+        );
+    };
+    let d = match ledger::discrepancies::show(&c.pool, id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return view::refusal(
+                StatusCode::NOT_FOUND,
+                "No such discrepancy",
+                "Nothing was queued.",
+            );
+        }
+        Err(e) => return view::database_error(&e),
+    };
+    let args = match &d.external_user_id {
+        Some(user) => serde_json::json!({ "user": user, "sync": true }),
+        None => serde_json::json!({ "partner": true, "sync": true }),
+    };
+    let job = match jobs::enqueue::new_job(jobs::kinds::Kind::Reconcile, args, &c.schedule, None) {
+        Ok(job) => job,
+        Err(e) => return view::conflict(&format!("/discrepancies/{id}"), "Not queued", &e),
+    };
+    match jobs::enqueue::enqueue(&c.pool, &job).await {
+        Ok(queued) => {
+            tracing::info!(
+                user = who.name,
+                discrepancy = id,
+                job.id = queued.id,
+                "console: owner queued for reconciliation"
+            );
+            Redirect::to(&format!("/jobs/{}?done=queued", queued.id)).into_response()
+        }
+        Err(e) => view::database_error(&e),
     }
 }
