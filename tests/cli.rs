@@ -811,3 +811,66 @@ fn bench_cycle_runs_a_whole_cycle_through_a_daemon_and_finds_exactly_the_designe
         );
     }
 }
+
+/// A daemon left running on the demo's database took the demo's exchange and finalized it
+/// against its own P100 ("lock not found"). The demo refuses a database a live daemon works on.
+#[sqlx::test(migrations = false)]
+async fn the_demo_refuses_a_database_a_running_daemon_works_on(pool: sqlx::PgPool) {
+    let name = pool.connect_options().get_database().unwrap().to_owned();
+    let server = std::env::var("DATABASE_URL").expect("tests need DATABASE_URL");
+    let demo = || {
+        let (name, server) = (name.clone(), server.clone());
+        tokio::task::spawn_blocking(move || {
+            run(bin()
+                .args(["demo", "--database", &name])
+                .env("DATABASE_URL", server))
+        })
+    };
+    let (code, _, err) = demo().await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let p100 = p100_sandbox::Sandbox::from_scenario(p100_sandbox::Scenario::default())
+        .spawn()
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut url = url::Url::parse(&server).unwrap();
+    url.set_path(&name);
+    let mut daemon = bin()
+        .args(["daemon", "--kinds", "report"])
+        .env("DATABASE_URL", url.as_str())
+        .env("P100_BASE_URL", p100.base_url())
+        .env("P100_API_KEY", p100_sandbox::DEFAULT_API_KEY)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, _, err) = demo().await.unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is in use by a running daemon"), "{err}");
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM discrepancies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        found, 9,
+        "the first run's data is still there: nothing was emptied"
+    );
+}

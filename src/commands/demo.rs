@@ -362,6 +362,29 @@ async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()>
         .into());
     }
     if marked {
+        // A daemon still working on this database would take the demo's jobs against its own
+        // P100 (a stray one once failed the demo's exchange with "lock not found").
+        let has_workers: bool =
+            sqlx::query_scalar("SELECT to_regclass('public.job_workers') IS NOT NULL")
+                .fetch_one(pool)
+                .await?;
+        let live: Option<(String, String, i32)> = if has_workers {
+            sqlx::query_as(
+                "SELECT id, host, pid FROM job_workers
+                  WHERE stopped_at IS NULL AND last_seen > now() - interval '60 seconds'
+                  ORDER BY id LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+        } else {
+            None
+        };
+        if let Some((id, host, pid)) = live {
+            return Err(UsageError(format!(
+                "database {name} is in use by a running daemon (worker {id}, process {pid} on                  {host}): stop it, or run the demo in another database with --database NAME"
+            ))
+            .into());
+        }
         sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
             .execute(pool)
             .await?;
