@@ -564,7 +564,8 @@ async fn webhook_line(pool: &ledger::PgPool) -> anyhow::Result<String> {
         brought_forward: forward,
         confirmed,
         ignored,
-    } = ledger::webhooks::totals(pool).await?;
+        ..
+    } = ledger::webhooks::totals(pool, None).await?;
     Ok(format!(
         "webhooks: {events} events ({deliveries} deliveries) from P100; {forward} brought a job \
          forward, {confirmed} confirmed by P100's API, {ignored} about nothing followed (see \

@@ -235,7 +235,7 @@ pub async fn show(db: impl PgExecutor<'_>, id: i64) -> Result<Option<(Delivery, 
     Ok(row.map(|r| (r.delivery, r.body)))
 }
 
-/// Counts over the whole inbox.
+/// Counts over the inbox (or its deliveries since a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Totals {
     /// Rows (distinct deliveries).
@@ -248,16 +248,34 @@ pub struct Totals {
     pub confirmed: i64,
     /// Rows about nothing we follow.
     pub ignored: i64,
+    /// Rows refused (400) with their reason.
+    pub rejected: i64,
+    /// The latest delivery.
+    pub last_received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Counts over the whole inbox.
-pub async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, Error> {
-    Ok(sqlx::query_as(
+/// Counts over the deliveries first received since `since` (the whole inbox when `None`).
+pub async fn totals(
+    db: impl PgExecutor<'_>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Totals, Error> {
+    // Two statements rather than `$1 IS NULL OR …`, which a generic plan could not answer
+    // from the index on `received_at`.
+    const COUNTS: &str =
         "SELECT count(*) AS events, coalesce(sum(deliveries), 0)::bigint AS deliveries,
                 count(job_id) AS brought_forward, count(confirmed_at) AS confirmed,
-                count(*) FILTER (WHERE state = 'ignored') AS ignored
-           FROM webhook_deliveries",
-    )
-    .fetch_one(db)
-    .await?)
+                count(*) FILTER (WHERE state = 'ignored') AS ignored,
+                count(*) FILTER (WHERE state = 'rejected') AS rejected,
+                max(last_received_at) AS last_received_at
+           FROM webhook_deliveries";
+    Ok(match since {
+        None => sqlx::query_as(COUNTS).fetch_one(db).await?,
+        Some(since) => {
+            let sql = format!("{COUNTS} WHERE received_at >= $1");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(since)
+                .fetch_one(db)
+                .await?
+        }
+    })
 }

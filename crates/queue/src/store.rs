@@ -1028,6 +1028,26 @@ pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, JobState, i64
         .collect()
 }
 
+/// Job counts per (kind, state) of the unfinished states only (pending, running, failed, dead),
+/// each read through its partial index: what the operator console shows on every page load,
+/// without counting the finished jobs [`depth`] counts for `/metrics`.
+pub async fn unfinished_depth(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(String, JobState, i64)>, Error> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, state, count(*) FROM jobs WHERE state IN ('pending', 'failed') GROUP BY kind, state
+         UNION ALL
+         SELECT kind, 'running', count(*) FROM jobs WHERE state = 'running' GROUP BY kind
+         UNION ALL
+         SELECT kind, 'dead', count(*) FROM jobs WHERE state = 'dead' GROUP BY kind",
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|(kind, state, n)| Ok((kind, JobState::decode(&state)?, n)))
+        .collect()
+}
+
 /// What needs attention in the queue, for reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -1043,10 +1063,10 @@ pub struct Backlog {
 pub async fn backlog(db: impl PgExecutor<'_>) -> Result<Backlog, Error> {
     let (failed, dead, oldest_pending_age_seconds) = sqlx::query_as(
         r#"
-        SELECT count(*) FILTER (WHERE state = 'failed'),
-               count(*) FILTER (WHERE state = 'dead'),
-               COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now()))::bigint, 0)
-          FROM jobs WHERE state IN ('failed', 'dead', 'pending')
+        SELECT (SELECT count(*) FROM jobs WHERE state = 'failed'),
+               (SELECT count(*) FROM jobs WHERE state = 'dead'),
+               COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(run_at) FROM jobs
+                                                      WHERE state = 'pending' AND run_at <= now()))::bigint, 0)
         "#,
     )
     .fetch_one(db)

@@ -28,8 +28,10 @@ pub struct Filters {
 /// Jobs per kind and state, and the paused kinds: the queue's health, as the overview shows it
 /// too.
 pub async fn queue_table(c: &Console, who: Option<&Who>) -> Result<Markup, queue::Error> {
-    let (depth, paused) =
-        tokio::try_join!(queue::store::depth(&c.pool), queue::store::paused(&c.pool))?;
+    let (depth, paused) = tokio::try_join!(
+        queue::store::unfinished_depth(&c.pool),
+        queue::store::paused(&c.pool)
+    )?;
     let count = |kind: &str, s: JobState| {
         depth
             .iter()

@@ -46,9 +46,12 @@ pub async fn page(State(c): State<Console>, who: Who) -> Response {
                 .map_err(|e| e.to_string())
         },
         async {
-            ledger::webhooks::totals(&c.pool)
-                .await
-                .map_err(|e| e.to_string())
+            ledger::webhooks::totals(
+                &c.pool,
+                Some(chrono::Utc::now() - chrono::Duration::hours(24)),
+            )
+            .await
+            .map_err(|e| e.to_string())
         },
         async {
             super::jobs::queue_table(&c, None)
@@ -109,13 +112,18 @@ pub async fn page(State(c): State<Console>, who: Who) -> Response {
             dt { "Their caps" } dd { (budget.caps) " requests per second" }
             dt { "429 pause" } dd { @match &budget.paused_until { Some(t) => strong { "every replica waits until " (when(t)) }, None => "none" } }
         }
-        h2 { "Webhooks" }
+        h2 { "Webhooks in the last 24 hours" }
         dl.fields {
+            dt { "Last delivery" } dd { @match &webhooks.last_received_at {
+                Some(t) => (when(t)),
+                None => strong { "none: check P100's webhook settings and P100_WEBHOOK_TOKEN (polling still covers every change)" },
+            } }
             dt { "Deliveries (with P100's repeats)" } dd { (webhooks.deliveries) }
             dt { "Distinct events" } dd { (webhooks.events) }
             dt { "Brought a job forward" } dd { (webhooks.brought_forward) }
             dt { "Confirmed by reading P100" } dd { (webhooks.confirmed) }
             dt { "About nothing we follow" } dd { (webhooks.ignored) }
+            dt { "Refused (400)" } dd class=[(webhooks.rejected > 0).then_some("delta-nonzero")] { (webhooks.rejected) }
         }
     };
     view::page(&who, Section::Overview, "Overview", body)
