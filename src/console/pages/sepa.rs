@@ -98,7 +98,9 @@ pub async fn detail(
             dt { "P100 transferId" } dd.mono { (text(&t.transfer_id)) }
             dt { "Owner" } dd { (owner(&t.owner_kind, t.external_user_id.as_deref())) }
             dt { "Amount (registered)" } dd { (amount(Some(t.amount), cur)) " " (currency(cur)) }
-            dt { "Amount (P100)" } dd { (amount(t.p100_amount, t.p100_currency.as_deref())) " " (currency(t.p100_currency.as_deref())) }
+            dt { "Amount (P100)" } dd { @if t.p100_amount.is_some() {
+                (amount(t.p100_amount, t.p100_currency.as_deref())) " " (currency(t.p100_currency.as_deref()))
+            } @else { span.null { "—" } } }
             dt { "Fee (P100)" } dd { (amount(t.fee, t.p100_currency.as_deref().or(cur))) }
             dt { "P100's error" } dd { @match &t.error { Some(e) => (view::json(e)), None => span.null { "—" } } }
             dt { "Reason" } dd.note { (opt(t.reason.as_deref())) }
