@@ -534,6 +534,14 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
         .await;
     assert_eq!(a.status, StatusCode::CONFLICT);
     assert!(a.body.contains("no SEPA transfer never-tracked is tracked"));
+    // Ids are numbers: anything else is no page, and changes nothing.
+    for path in ["/discrepancies/1e3", "/jobs/-x", "/discrepancies/%3Cb%3E"] {
+        let a = v.get(path).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(a.body.contains("Ids are numbers."), "{path}");
+    }
+    let a = v.post("/jobs/x/retry", &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 
 #[sqlx::test(migrator = "ledger::MIGRATOR")]

@@ -119,6 +119,14 @@ async fn arrived(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+async fn click(c: &Client, css: &str) {
+    arrived(c, css).await.click().await.unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    arrived(c, css).await.send_keys(text).await.unwrap();
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     arrived(c, css).await.text().await.unwrap()
 }
@@ -126,30 +134,15 @@ async fn text_of(c: &Client, css: &str) -> String {
 async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.current_url().await.unwrap().path() == "/login");
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "#token", token).await;
+    click(c, "button[type=submit]").await;
     // Only signed-in pages have the navigation bar.
     arrived(c, "nav.top").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/");
 }
 
 async fn sign_out(c: &Client) {
-    c.find(Locator::Css("nav form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "nav form button").await;
     arrived(c, "#token").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
 }
@@ -275,12 +268,7 @@ async fn an_operator_does_a_mornings_work_in_the_browser_and_a_viewer_changes_no
         .select_by_value("medium")
         .await
         .unwrap();
-    c.find(Locator::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form.filters button").await;
     arrived(&c, "select[name=severity] option[value=medium][selected]").await;
     assert!(
         c.current_url()
@@ -319,18 +307,13 @@ async fn an_operator_does_a_mornings_work_in_the_browser_and_a_viewer_changes_no
     arrived(&c, "#events").await;
     let detail = c.current_url().await.unwrap();
     shots.take(&c, "04-discrepancy").await;
-    c.find(Locator::Css("form[action$='/acknowledge'] textarea"))
-        .await
-        .unwrap()
-        .send_keys("Asking P100 about the fee on this account")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action$='/acknowledge'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(
+        &c,
+        "form[action$='/acknowledge'] textarea",
+        "Asking P100 about the fee on this account",
+    )
+    .await;
+    click(&c, "form[action$='/acknowledge'] button").await;
     assert!(text_of(&c, "[role=status]").await.contains("Acknowledged"));
     let last_event = text_of(&c, "#events tbody tr:last-child").await;
     assert!(
@@ -351,20 +334,10 @@ async fn an_operator_does_a_mornings_work_in_the_browser_and_a_viewer_changes_no
     // Retry the dead job.
     c.goto(&format!("{base}/jobs?state=dead")).await.unwrap();
     shots.take(&c, "06-jobs").await;
-    c.find(Locator::Css(&format!("a[href='/jobs/{dead}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("a[href='/jobs/{dead}']")).await;
     arrived(&c, "form[action$='/retry']").await;
     shots.take(&c, "07-job-dead").await;
-    c.find(Locator::Css("form[action$='/retry'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form[action$='/retry'] button").await;
     assert!(
         text_of(&c, "[role=status]")
             .await
@@ -419,18 +392,13 @@ async fn an_operator_does_a_mornings_work_in_the_browser_and_a_viewer_changes_no
             .await
             .contains("P100 does not know this transfer.")
     );
-    c.find(Locator::Css("form[action$='/release'] textarea"))
-        .await
-        .unwrap()
-        .send_keys("P100 support: never created")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action$='/release'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(
+        &c,
+        "form[action$='/release'] textarea",
+        "P100 support: never created",
+    )
+    .await;
+    click(&c, "form[action$='/release'] button").await;
     assert!(
         text_of(&c, "[role=status]")
             .await

@@ -3,13 +3,13 @@
 //! signed-in name.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use ledger::discrepancies::{Filter, StepError};
 use maud::html;
 
-use super::Done;
+use super::{Done, Id};
 use crate::console::Console;
 use crate::console::session::{Who, done_note};
 use crate::console::view::{
@@ -114,16 +114,9 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
 pub async fn detail(
     State(c): State<Console>,
     who: Who,
-    Path(id): Path<String>,
+    Id(id): Id,
     Query(done): Query<Done>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return view::refusal(
-            StatusCode::NOT_FOUND,
-            "No such discrepancy",
-            "Ids are numbers.",
-        );
-    };
     let (d, events) = match tokio::try_join!(
         ledger::discrepancies::show(&c.pool, id),
         ledger::discrepancies::events(&c.pool, id)
@@ -255,42 +248,25 @@ pub struct StepForm {
 }
 
 /// `POST /discrepancies/{id}/acknowledge`.
-pub async fn acknowledge(
-    c: State<Console>,
-    who: Who,
-    id: Path<String>,
-    form: Form<StepForm>,
-) -> Response {
+pub async fn acknowledge(c: State<Console>, who: Who, id: Id, form: Form<StepForm>) -> Response {
     step(c, who, id, form, "acknowledged").await
 }
 
 /// `POST /discrepancies/{id}/resolve`.
-pub async fn resolve(
-    c: State<Console>,
-    who: Who,
-    id: Path<String>,
-    form: Form<StepForm>,
-) -> Response {
+pub async fn resolve(c: State<Console>, who: Who, id: Id, form: Form<StepForm>) -> Response {
     step(c, who, id, form, "resolved").await
 }
 
 async fn step(
     State(c): State<Console>,
     who: Who,
-    Path(id): Path<String>,
+    Id(id): Id,
     Form(form): Form<StepForm>,
     to: &'static str,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return view::refusal(
-            StatusCode::NOT_FOUND,
-            "No such discrepancy",
-            "Ids are numbers.",
-        );
-    };
     let back = format!("/discrepancies/{id}");
     let note = form.note.trim();
     if note.is_empty() {
@@ -335,19 +311,12 @@ async fn step(
 pub async fn recheck(
     State(c): State<Console>,
     who: Who,
-    Path(id): Path<String>,
+    Id(id): Id,
     Form(form): Form<crate::console::session::Plain>,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return view::refusal(
-            StatusCode::NOT_FOUND,
-            "No such discrepancy",
-            "Ids are numbers.",
-        );
-    };
     let d = match ledger::discrepancies::show(&c.pool, id).await {
         Ok(Some(d)) => d,
         Ok(None) => {

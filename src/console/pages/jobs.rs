@@ -9,7 +9,7 @@ use jobs::kinds::Kind;
 use maud::{Markup, html};
 use queue::store::{JobState, ListFilter};
 
-use super::Done;
+use super::{Done, Id};
 use crate::console::Console;
 use crate::console::session::{Plain, Who, done_note};
 use crate::console::view::{self, Section, opt, state, text, when};
@@ -137,12 +137,9 @@ pub async fn list(State(c): State<Console>, who: Who, Query(f): Query<Filters>) 
 pub async fn detail(
     State(c): State<Console>,
     who: Who,
-    Path(id): Path<String>,
+    Id(id): Id,
     Query(done): Query<Done>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return view::refusal(StatusCode::NOT_FOUND, "No such job", "Ids are numbers.");
-    };
     let job = match queue::store::show(&c.pool, id).await {
         Ok(Some(j)) => j,
         Ok(None) => {
@@ -204,28 +201,25 @@ pub async fn detail(
 }
 
 /// `POST /jobs/{id}/retry`.
-pub async fn retry(c: State<Console>, who: Who, id: Path<String>, form: Form<Plain>) -> Response {
+pub async fn retry(c: State<Console>, who: Who, id: Id, form: Form<Plain>) -> Response {
     act(c, who, id, form, "retried").await
 }
 
 /// `POST /jobs/{id}/cancel`.
-pub async fn cancel(c: State<Console>, who: Who, id: Path<String>, form: Form<Plain>) -> Response {
+pub async fn cancel(c: State<Console>, who: Who, id: Id, form: Form<Plain>) -> Response {
     act(c, who, id, form, "cancelled").await
 }
 
 async fn act(
     State(c): State<Console>,
     who: Who,
-    Path(id): Path<String>,
+    Id(id): Id,
     Form(form): Form<Plain>,
     done: &'static str,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
     }
-    let Ok(id) = id.parse::<i64>() else {
-        return view::refusal(StatusCode::NOT_FOUND, "No such job", "Ids are numbers.");
-    };
     let result = async {
         let mut conn = c.pool.acquire().await?;
         if done == "retried" {
