@@ -849,11 +849,19 @@ async fn the_demo_refuses_a_database_a_running_daemon_works_on(pool: sqlx::PgPoo
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Up once its workers are registered (its HTTP endpoint answers before they are).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+    loop {
+        let registered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_workers WHERE stopped_at IS NULL AND pid = $1",
+        )
+        .bind(daemon.id() as i32)
+        .fetch_one(&pool)
         .await
-        .is_err()
-    {
+        .unwrap();
+        if registered > 0 {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "the daemon did not come up"
@@ -864,7 +872,14 @@ async fn the_demo_refuses_a_database_a_running_daemon_works_on(pool: sqlx::PgPoo
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is in use by a running daemon"), "{err}");
+    assert!(
+        err.contains("is in use by a running daemon (worker "),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("process {} on ", daemon.id())) && err.contains(" s ago)"),
+        "{err}"
+    );
     let found: i64 = sqlx::query_scalar("SELECT count(*) FROM discrepancies")
         .fetch_one(&pool)
         .await
@@ -873,4 +888,16 @@ async fn the_demo_refuses_a_database_a_running_daemon_works_on(pool: sqlx::PgPoo
         found, 9,
         "the first run's data is still there: nothing was emptied"
     );
+    // Killed (SIGKILL), the daemon left its worker rows unstopped and recently seen; its
+    // process is gone, so the demo runs again.
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_workers WHERE stopped_at IS NULL AND pid = $1",
+    )
+    .bind(daemon.id() as i32)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(left > 0, "the killed daemon's rows are still there");
+    let (code, _, err) = demo().await.unwrap();
+    assert_eq!(code, 0, "{err}");
 }

@@ -425,18 +425,6 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
         "{}",
         a.body
     );
-    let a = v
-        .post(
-            &format!("{detail}/resolve"),
-            &[("note", "Fee booked by hand"), ("csrf", &csrf)],
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER);
-    assert_eq!(
-        state_of_discrepancy(&pool, open).await,
-        ("resolved".into(), 3)
-    );
-
     // Check the owner again now: a reconciliation of the partner alone, with its sync.
     let a = v
         .post(&format!("{detail}/recheck"), &[("csrf", &csrf)])
@@ -465,6 +453,40 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
             .body
             .contains("Queued: reload to follow it")
     );
+
+    // Asked again while that job waits: the same job is brought forward, and the page says so.
+    let a = v
+        .post(&format!("{detail}/recheck"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        a.location.as_deref(),
+        Some(&*format!("/jobs/{job}?done=brought_forward"))
+    );
+    assert!(
+        v.get(a.location.as_deref().unwrap())
+            .await
+            .body
+            .contains("was already waiting")
+    );
+
+    let a = v
+        .post(
+            &format!("{detail}/resolve"),
+            &[("note", "Fee booked by hand"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        state_of_discrepancy(&pool, open).await,
+        ("resolved".into(), 3)
+    );
+
+    // A resolved one is not rechecked from here.
+    let a = v
+        .post(&format!("{detail}/recheck"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("It is resolved"));
 
     // Retry a dead job: it is due now with its kind's attempts afresh.
     let a = v
@@ -532,7 +554,7 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
             &[("note", "x"), ("csrf", &csrf)],
         )
         .await;
-    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.body.contains("no SEPA transfer never-tracked is tracked"));
     // Ids are numbers: anything else is no page, and changes nothing.
     for path in ["/discrepancies/1e3", "/jobs/-x", "/discrepancies/%3Cb%3E"] {
@@ -783,4 +805,79 @@ fn the_daemon_refuses_a_bad_tokens_file_without_showing_a_token() {
         "{stderr}"
     );
     assert!(!stderr.contains(OPERATOR), "{stderr}");
+}
+
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn an_operator_releases_the_hold_of_a_transfer_p100_never_showed_once(pool: PgPool) {
+    let hold = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, Decimal>(
+            "SELECT COALESCE(sum(balance), 0) FROM ledger_accounts WHERE owner_kind = 'partner_hold' AND currency = 'eur'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    {
+        let mut tx = pool.begin().await.unwrap();
+        let t = ledger::sepa::track(
+            &mut tx,
+            &Owner::Partner,
+            "ghost-1",
+            dec("42.00"),
+            "eur",
+            FirstJob::LeftToSweep,
+        )
+        .await
+        .unwrap();
+        ledger::sepa::place_hold(&mut tx, &t).await.unwrap();
+        let t = ledger::sepa::load_for_update(&mut tx, t.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let missing = ledger::sepa::Observation {
+            status: ledger::sepa::MISSING.into(),
+            note: Some("P100 does not know it (P428)".into()),
+            ..Default::default()
+        };
+        ledger::sepa::record(&mut tx, &t, &missing).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        hold(pool.clone()).await.abs(),
+        dec("42.00"),
+        "the hold is placed"
+    );
+
+    let base = serve(&pool, &tokens_file_text()).await;
+    let mut v = Visitor::new(&base);
+    v.sign_in(OPERATOR).await;
+    let page = v.get("/sepa/ghost-1").await.body;
+    assert!(page.contains("P100 does not know this transfer."));
+    let csrf = field(&page, "csrf").unwrap();
+    let a = v.post("/sepa/ghost-1/release", &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "a note is required");
+    let form = [
+        ("note", "P100 support: never created"),
+        ("csrf", csrf.as_str()),
+    ];
+    let a = v.post("/sepa/ghost-1/release", &form).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let page = v.get(a.location.as_deref().unwrap()).await.body;
+    assert!(page.contains("The hold is released"));
+    assert!(page.contains("hold released by olivia: P100 support: never created"));
+    // Twice: refused, and the hold was reversed once.
+    let a = v.post("/sepa/ghost-1/release", &form).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(
+        a.body
+            .contains("is RELEASED; only MISSING_AT_PROVIDER transfers can be released by hand")
+    );
+    assert_eq!(hold(pool.clone()).await, Decimal::ZERO);
+    let reversals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_postings WHERE idempotency_key = 'sepa-hold-release:ghost-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reversals, 1);
 }

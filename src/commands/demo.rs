@@ -364,24 +364,10 @@ async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()>
     if marked {
         // A daemon still working on this database would take the demo's jobs against its own
         // P100 (a stray one once failed the demo's exchange with "lock not found").
-        let has_workers: bool =
-            sqlx::query_scalar("SELECT to_regclass('public.job_workers') IS NOT NULL")
-                .fetch_one(pool)
-                .await?;
-        let live: Option<(String, String, i32)> = if has_workers {
-            sqlx::query_as(
-                "SELECT id, host, pid FROM job_workers
-                  WHERE stopped_at IS NULL AND last_seen > now() - interval '60 seconds'
-                  ORDER BY id LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?
-        } else {
-            None
-        };
-        if let Some((id, host, pid)) = live {
+        if let Some(other) = live_worker(pool).await? {
             return Err(UsageError(format!(
-                "database {name} is in use by a running daemon (worker {id}, process {pid} on                  {host}): stop it, or run the demo in another database with --database NAME"
+                "database {name} is in use by a running daemon ({other}): stop it, or run the \
+                 demo in another database with --database NAME"
             ))
             .into());
         }
@@ -395,6 +381,36 @@ async fn claim_for_demo(pool: &ledger::PgPool, name: &str) -> anyhow::Result<()>
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A worker registered on the demo's database that may still be running, described for a
+/// person. On this host a worker counts while its process exists (a demo or daemon that was
+/// killed left its row behind); on another host, while it was heard from in the last five
+/// minutes (its heartbeat period is its own).
+async fn live_worker(pool: &ledger::PgPool) -> anyhow::Result<Option<String>> {
+    let has_workers: bool =
+        sqlx::query_scalar("SELECT to_regclass('public.job_workers') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !has_workers {
+        return Ok(None);
+    }
+    let rows: Vec<(String, String, i32, f64)> = sqlx::query_as(
+        "SELECT id, host, pid, extract(epoch FROM now() - last_seen)::float8 FROM job_workers
+          WHERE stopped_at IS NULL AND last_seen > now() - interval '5 minutes'
+          ORDER BY last_seen DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    let here = crate::worker::hostname();
+    Ok(rows
+        .into_iter()
+        .find(|(_, host, pid, _)| {
+            *host != here || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(|(id, host, pid, ago)| {
+            format!("worker {id}, process {pid} on {host}, last seen {ago:.0} s ago")
+        }))
 }
 
 /// Enqueues each job (or brings its unit's live job forward); returns (id, runs so far).

@@ -292,6 +292,10 @@ pub fn done_note(done: Option<&str>) -> maud::Markup {
         Some("queued") => {
             "Queued: reload to follow it; the discrepancy resolves itself if the owner now agrees."
         }
+        Some("brought_forward") => {
+            "A reconciliation of this owner was already waiting: it runs now, with its own arguments (below)."
+        }
+        Some("rerun") => "A reconciliation of this owner is running: one more runs when it ends.",
         Some("cancelled") => "Cancelled.",
         Some("paused") => "Paused: no replica claims its jobs until it is resumed.",
         Some("resumed") => "Resumed.",

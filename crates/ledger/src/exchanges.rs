@@ -101,6 +101,18 @@ pub async fn find(db: impl PgExecutor<'_>, id_or_lock: &str) -> Result<Option<Ex
         .await?)
 }
 
+/// One exchange by its `lockId` only.
+pub async fn find_by_lock(
+    db: impl PgExecutor<'_>,
+    lock_id: &str,
+) -> Result<Option<Exchange>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM exchanges WHERE lock_id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(lock_id)
+        .fetch_optional(db)
+        .await?)
+}
+
 /// One exchange by P100's `exchangeId`.
 pub async fn find_by_exchange_id(
     db: impl PgExecutor<'_>,

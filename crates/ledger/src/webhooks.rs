@@ -250,7 +250,7 @@ pub struct Totals {
     pub ignored: i64,
     /// Rows refused (400) with their reason.
     pub rejected: i64,
-    /// The latest delivery.
+    /// The latest delivery that was not refused.
     pub last_received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -266,7 +266,7 @@ pub async fn totals(
                 count(job_id) AS brought_forward, count(confirmed_at) AS confirmed,
                 count(*) FILTER (WHERE state = 'ignored') AS ignored,
                 count(*) FILTER (WHERE state = 'rejected') AS rejected,
-                max(last_received_at) AS last_received_at
+                max(last_received_at) FILTER (WHERE state <> 'rejected') AS last_received_at
            FROM webhook_deliveries";
     Ok(match since {
         None => sqlx::query_as(COUNTS).fetch_one(db).await?,

@@ -136,14 +136,14 @@ pub async fn detail(
         Some(subject) => {
             let found = tokio::try_join!(
                 ledger::sepa::find(&c.pool, subject),
-                ledger::exchanges::find(&c.pool, subject)
+                ledger::exchanges::find_by_lock(&c.pool, subject)
             );
             match found {
                 Ok((Some(t), _)) => Some((
                     format!("/sepa/{}", view::path_part(&t.transfer_id)),
                     format!("SEPA transfer {} ({})", t.transfer_id, t.status),
                 )),
-                Ok((None, Some(e))) if e.lock_id == subject => Some((
+                Ok((None, Some(e))) => Some((
                     format!("/exchanges/{}", e.id),
                     format!("exchange {} ({})", e.id, e.state),
                 )),
@@ -328,6 +328,13 @@ pub async fn recheck(
         }
         Err(e) => return view::database_error(&e),
     };
+    if d.state == "resolved" {
+        return view::conflict(
+            &format!("/discrepancies/{id}"),
+            "Not queued",
+            "It is resolved: the nightly run checks its owner again anyway.",
+        );
+    }
     let args = match &d.external_user_id {
         Some(user) => serde_json::json!({ "user": user, "sync": true }),
         None => serde_json::json!({ "partner": true, "sync": true }),
@@ -344,7 +351,14 @@ pub async fn recheck(
                 job.id = queued.id,
                 "console: owner queued for reconciliation"
             );
-            Redirect::to(&format!("/jobs/{}?done=queued", queued.id)).into_response()
+            // What enqueue did: a new job, an existing one of this owner brought forward (with
+            // its own arguments), or one more run after the running one.
+            let done = match (queued.created, queued.rerun_after) {
+                (true, _) => "queued",
+                (false, true) => "rerun",
+                (false, false) => "brought_forward",
+            };
+            Redirect::to(&format!("/jobs/{}?done={done}", queued.id)).into_response()
         }
         Err(e) => view::database_error(&e),
     }

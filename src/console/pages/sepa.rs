@@ -181,6 +181,9 @@ pub async fn release(
             Redirect::to(&format!("{back}?done=released")).into_response()
         }
         Err(ReleaseError::Ledger(e)) => view::database_error(&e),
+        Err(e @ ReleaseError::NotFound(_)) => {
+            view::refusal(StatusCode::NOT_FOUND, "No such transfer", &e.to_string())
+        }
         Err(e) => view::conflict(&back, "Not changed", &e.to_string()),
     }
 }
