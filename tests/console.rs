@@ -143,7 +143,35 @@ async fn seed(pool: &PgPool) -> (i64, i64, i64, i64, i64) {
     )
     .await
     .unwrap();
+    seed_missing_transfer(pool).await;
     (open, hostile_id, dead, pending, exchange)
+}
+
+/// A partner SEPA transfer P100 never showed (`ghost-1`, 42.00 EUR held).
+async fn seed_missing_transfer(pool: &PgPool) {
+    let mut tx = pool.begin().await.unwrap();
+    let t = ledger::sepa::track(
+        &mut tx,
+        &Owner::Partner,
+        "ghost-1",
+        dec("42.00"),
+        "eur",
+        FirstJob::LeftToSweep,
+    )
+    .await
+    .unwrap();
+    ledger::sepa::place_hold(&mut tx, &t).await.unwrap();
+    let t = ledger::sepa::load_for_update(&mut tx, t.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let missing = ledger::sepa::Observation {
+        status: ledger::sepa::MISSING.into(),
+        note: Some("P100 does not know it (P428)".into()),
+        ..Default::default()
+    };
+    ledger::sepa::record(&mut tx, &t, &missing).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 async fn state_of_discrepancy(pool: &PgPool, id: i64) -> (String, i64) {
@@ -154,6 +182,14 @@ async fn state_of_discrepancy(pool: &PgPool, id: i64) -> (String, i64) {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+async fn state_of_transfer(pool: &PgPool, transfer: &str) -> (String, String) {
+    sqlx::query_as("SELECT status, hold_state FROM sepa_transfers WHERE transfer_id = $1")
+        .bind(transfer)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn state_of_job(pool: &PgPool, id: i64) -> String {
@@ -301,6 +337,7 @@ async fn a_viewer_reads_everything_and_changes_nothing(pool: PgPool) {
         state_of_discrepancy(&pool, open).await,
         state_of_job(&pool, dead).await,
         state_of_job(&pool, pending).await,
+        state_of_transfer(&pool, "ghost-1").await,
     );
     // The viewer's own CSRF token (from the sign-out form) does not make them an operator;
     // without it the POST is refused before the role is even considered.
@@ -321,10 +358,7 @@ async fn a_viewer_reads_everything_and_changes_nothing(pool: PgPool) {
             vec![("note", "maintenance")],
         ),
         ("/kinds/kyc_poll/resume".into(), vec![]),
-        (
-            "/sepa/demo-sepa-ghost/release".into(),
-            vec![("note", "never made")],
-        ),
+        ("/sepa/ghost-1/release".into(), vec![("note", "never made")]),
         (format!("/discrepancies/{open}/recheck"), vec![]),
     ];
     for (path, form) in &actions {
@@ -345,6 +379,7 @@ async fn a_viewer_reads_everything_and_changes_nothing(pool: PgPool) {
         state_of_discrepancy(&pool, open).await,
         state_of_job(&pool, dead).await,
         state_of_job(&pool, pending).await,
+        state_of_transfer(&pool, "ghost-1").await,
     );
     assert_eq!(before, after, "nothing changed");
     assert!(paused(&pool).await.is_empty());
@@ -817,31 +852,7 @@ async fn an_operator_releases_the_hold_of_a_transfer_p100_never_showed_once(pool
         .await
         .unwrap()
     };
-    {
-        let mut tx = pool.begin().await.unwrap();
-        let t = ledger::sepa::track(
-            &mut tx,
-            &Owner::Partner,
-            "ghost-1",
-            dec("42.00"),
-            "eur",
-            FirstJob::LeftToSweep,
-        )
-        .await
-        .unwrap();
-        ledger::sepa::place_hold(&mut tx, &t).await.unwrap();
-        let t = ledger::sepa::load_for_update(&mut tx, t.id)
-            .await
-            .unwrap()
-            .unwrap();
-        let missing = ledger::sepa::Observation {
-            status: ledger::sepa::MISSING.into(),
-            note: Some("P100 does not know it (P428)".into()),
-            ..Default::default()
-        };
-        ledger::sepa::record(&mut tx, &t, &missing).await.unwrap();
-        tx.commit().await.unwrap();
-    }
+    seed(&pool).await;
     assert_eq!(
         hold(pool.clone()).await.abs(),
         dec("42.00"),
