@@ -538,3 +538,79 @@ async fn the_token_never_reaches_the_inbox(pool: PgPool) {
     assert!(!everything.is_empty());
     assert!(!everything.contains(TOKEN), "the token was stored");
 }
+
+/// The inbox is pruned with the queue's retention: what is done with (acted on, ignored,
+/// refused) goes once it is older than the age; a delivery not yet acted on stays, however old.
+#[sqlx::test(migrator = "ledger::MIGRATOR")]
+async fn old_deliveries_that_are_done_with_are_pruned_and_unacted_ones_kept(pool: PgPool) {
+    let schedule = ScheduleFile::default();
+    let base = serve(&pool, Some(TOKEN)).await;
+    track_user(&pool, "alice").await;
+    let kyc_url = format!("{base}/webhooks/p100/kyc");
+    let bearer = format!("Bearer {TOKEN}");
+    let (s, _) = post(
+        &kyc_url,
+        Some(&bearer),
+        kyc("alice", "NOT_VERIFIED", "PENDING"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = post(
+        &kyc_url,
+        Some(&bearer),
+        kyc("nobody", "NOT_VERIFIED", "PENDING"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = post(&kyc_url, Some(&bearer), "[1, 2]").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    jobs::webhooks::act(&pool, &schedule).await.unwrap();
+    // One more, not acted on yet.
+    let (s, _) = post(
+        &kyc_url,
+        Some(&bearer),
+        kyc("alice", "NOT_VERIFIED", "VERIFICATION"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let states: Vec<(String, bool)> =
+        sqlx::query_as("SELECT state, acted_at IS NOT NULL FROM webhook_deliveries ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("accepted".into(), true),
+            ("ignored".into(), true),
+            ("rejected".into(), false),
+            ("accepted".into(), false)
+        ]
+    );
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    // Recent: nothing goes.
+    assert_eq!(ledger::webhooks::prune(&pool, week, 100).await.unwrap(), 0);
+    sqlx::query(
+        "UPDATE webhook_deliveries SET received_at = now() - interval '8 days',
+                last_received_at = now() - interval '8 days'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger::webhooks::prune(&pool, week, 2).await.unwrap(),
+        2,
+        "at most the limit"
+    );
+    assert_eq!(ledger::webhooks::prune(&pool, week, 100).await.unwrap(), 1);
+    let left: Vec<(String, bool)> =
+        sqlx::query_as("SELECT state, acted_at IS NOT NULL FROM webhook_deliveries ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        vec![("accepted".into(), false)],
+        "the unacted one stays"
+    );
+}

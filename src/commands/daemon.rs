@@ -41,7 +41,8 @@ pub struct DaemonArgs {
     /// Idle poll interval (NOTIFY wakes workers at once; this is the safety net).
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     pub poll_interval: String,
-    /// Finished (done, cancelled) jobs are deleted after this age.
+    /// Finished (done, cancelled) jobs, and webhook deliveries acted on, are deleted after this
+    /// age.
     #[arg(long, default_value = "168h", value_name = "DURATION")]
     pub prune_done_after: String,
     /// Dead jobs are deleted after this age.
@@ -337,6 +338,17 @@ async fn prune_loop(
                 Ok(n) => tracing::info!(pruned = n, "pruned {n} finished jobs"),
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning finished jobs failed");
+                    break;
+                }
+            }
+        }
+        // P100's deliveries are kept as long as finished jobs, once acted on.
+        loop {
+            match ledger::webhooks::prune(&pool, done_age, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(pruned = n, "pruned {n} webhook deliveries"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning webhook deliveries failed");
                     break;
                 }
             }

@@ -235,6 +235,29 @@ pub async fn show(db: impl PgExecutor<'_>, id: i64) -> Result<Option<(Delivery, 
     Ok(row.map(|r| (r.delivery, r.body)))
 }
 
+/// Deletes up to `limit` deliveries last received more than `age` ago that are done with:
+/// refused, ignored, or acted on. An accepted delivery not yet acted on is kept whatever its
+/// age. Returns how many were deleted.
+pub async fn prune(
+    db: impl PgExecutor<'_>,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN (
+             SELECT id FROM webhook_deliveries
+              WHERE received_at < now() - make_interval(secs => $1)
+                AND last_received_at < now() - make_interval(secs => $1)
+                AND (state <> 'accepted' OR acted_at IS NOT NULL)
+              LIMIT $2)",
+    )
+    .bind(age.as_secs_f64())
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Counts over the inbox (or its deliveries since a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Totals {
