@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,12 +16,16 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use p100_sandbox::{Sandbox, Scenario};
 use sqlx::PgPool;
 
-/// chromedriver, stopped on drop.
+/// chromedriver in a process group of its own, with the chromium it starts; the whole group is
+/// killed on drop, so a failed test leaves no browser behind.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--"])
+            .arg(format!("-{}", self.0.id()))
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -44,6 +49,7 @@ async fn browser() -> (Driver, Client) {
     let driver = Driver(
         Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
