@@ -413,6 +413,16 @@ async fn an_operator_acknowledges_resolves_retries_cancels_and_pauses_under_thei
         .await;
     assert_eq!(a.status, StatusCode::CONFLICT);
     assert!(a.body.contains("A note is required"));
+    // And at most 2,000 characters.
+    let long = "x".repeat(2001);
+    let a = v
+        .post(
+            &format!("{detail}/acknowledge"),
+            &[("note", &long), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("at most 2,000 characters"));
     assert_eq!(state_of_discrepancy(&pool, open).await, ("open".into(), 1));
 
     let a = v

@@ -256,6 +256,35 @@ pub struct Plain {
     pub csrf: String,
 }
 
+/// The longest note kept with a change (the tables' own bound).
+pub const MAX_NOTE: usize = 2000;
+
+/// A form with its CSRF token and a person's note: acknowledge, resolve, pause, release.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Noted {
+    /// The CSRF token.
+    pub csrf: String,
+    /// Why (kept with the change, under the signed-in name).
+    pub note: String,
+}
+
+impl Noted {
+    /// The note, trimmed, or the page saying it is required (`why` says what it is for;
+    /// `back` is where that page links to).
+    pub fn note(&self, back: &str, why: &str) -> Result<&str, Box<Response>> {
+        let note = self.note.trim();
+        if note.is_empty() || note.chars().count() > MAX_NOTE {
+            return Err(Box::new(view::conflict(
+                back,
+                "A note is required",
+                &format!("{why} (at most 2,000 characters). Nothing was changed."),
+            )));
+        }
+        Ok(note)
+    }
+}
+
 /// `POST /logout`: any role may sign out, with the CSRF token.
 pub async fn logout(
     State(console): State<Console>,

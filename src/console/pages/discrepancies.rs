@@ -11,7 +11,7 @@ use maud::html;
 
 use super::{Done, Id};
 use crate::console::Console;
-use crate::console::session::{Who, done_note};
+use crate::console::session::{Noted, Who, done_note};
 use crate::console::view::{
     self, Section, amount, currency, opt, owner, severity, state, text, when,
 };
@@ -239,21 +239,13 @@ fn owner_label(kind: &str, user: Option<&str>) -> String {
     }
 }
 
-/// An acknowledge or resolve form.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-pub struct StepForm {
-    csrf: String,
-    note: String,
-}
-
 /// `POST /discrepancies/{id}/acknowledge`.
-pub async fn acknowledge(c: State<Console>, who: Who, id: Id, form: Form<StepForm>) -> Response {
+pub async fn acknowledge(c: State<Console>, who: Who, id: Id, form: Form<Noted>) -> Response {
     step(c, who, id, form, "acknowledged").await
 }
 
 /// `POST /discrepancies/{id}/resolve`.
-pub async fn resolve(c: State<Console>, who: Who, id: Id, form: Form<StepForm>) -> Response {
+pub async fn resolve(c: State<Console>, who: Who, id: Id, form: Form<Noted>) -> Response {
     step(c, who, id, form, "resolved").await
 }
 
@@ -261,29 +253,20 @@ async fn step(
     State(c): State<Console>,
     who: Who,
     Id(id): Id,
-    Form(form): Form<StepForm>,
+    Form(form): Form<Noted>,
     to: &'static str,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
     }
     let back = format!("/discrepancies/{id}");
-    let note = form.note.trim();
-    if note.is_empty() {
-        return view::conflict(
-            &back,
-            "A note is required",
-            "Say why: the note is kept in the discrepancy's event log. Nothing was changed.",
-        )
-        .into_response();
-    }
-    if note.chars().count() > 2000 {
-        return view::conflict(
-            &back,
-            "The note is too long",
-            "At most 2,000 characters. Nothing was changed.",
-        );
-    }
+    let note = match form.note(
+        &back,
+        "Say why: the note is kept in the discrepancy's event log",
+    ) {
+        Ok(note) => note,
+        Err(page) => return *page,
+    };
     let result = async {
         let mut tx = c.pool.begin().await.map_err(ledger::Error::from)?;
         let d = ledger::discrepancies::step(&mut tx, id, to, &who.name, note).await?;

@@ -11,7 +11,7 @@ use queue::store::{JobState, ListFilter};
 
 use super::{Done, Id};
 use crate::console::Console;
-use crate::console::session::{Plain, Who, done_note};
+use crate::console::session::{Noted, Plain, Who, done_note};
 use crate::console::view::{self, Section, opt, state, text, when};
 
 const LIMIT: i64 = 200;
@@ -244,21 +244,8 @@ async fn act(
     }
 }
 
-/// A pause form.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-pub struct PauseForm {
-    csrf: String,
-    note: String,
-}
-
 /// `POST /kinds/{kind}/pause`.
-pub async fn pause(
-    c: State<Console>,
-    who: Who,
-    kind: Path<String>,
-    form: Form<PauseForm>,
-) -> Response {
+pub async fn pause(c: State<Console>, who: Who, kind: Path<String>, form: Form<Noted>) -> Response {
     set_paused(c, who, kind, form, true).await
 }
 
@@ -267,7 +254,7 @@ pub async fn resume(
     c: State<Console>,
     who: Who,
     kind: Path<String>,
-    form: Form<PauseForm>,
+    form: Form<Noted>,
 ) -> Response {
     set_paused(c, who, kind, form, false).await
 }
@@ -276,7 +263,7 @@ async fn set_paused(
     State(c): State<Console>,
     who: Who,
     Path(kind): Path<String>,
-    Form(form): Form<PauseForm>,
+    Form(form): Form<Noted>,
     pause: bool,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
@@ -289,14 +276,14 @@ async fn set_paused(
             "Nothing was changed.",
         );
     };
-    let note = form.note.trim();
-    if pause && (note.is_empty() || note.chars().count() > 2000) {
-        return view::conflict(
-            "/jobs",
-            "A note is required",
-            "Say why the kind is paused (at most 2,000 characters). Nothing was changed.",
-        );
-    }
+    let note = if pause {
+        match form.note("/jobs", "Say why the kind is paused") {
+            Ok(note) => note,
+            Err(page) => return *page,
+        }
+    } else {
+        ""
+    };
     let done = if pause {
         queue::store::pause(&c.pool, kind.name(), &who.name, note).await
     } else {

@@ -9,7 +9,7 @@ use maud::html;
 
 use super::Done;
 use crate::console::Console;
-use crate::console::session::{Who, done_note};
+use crate::console::session::{Noted, Who, done_note};
 use crate::console::view::{self, Section, amount, currency, opt, owner, state, text, when};
 
 const LIMIT: i64 = 200;
@@ -137,33 +137,21 @@ pub async fn detail(
     )
 }
 
-/// A release form.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-pub struct ReleaseForm {
-    csrf: String,
-    note: String,
-}
-
 /// `POST /sepa/{transferId}/release`.
 pub async fn release(
     State(c): State<Console>,
     who: Who,
     Path(id): Path<String>,
-    Form(form): Form<ReleaseForm>,
+    Form(form): Form<Noted>,
 ) -> Response {
     if let Some(refused) = who.refuse_change(&form.csrf) {
         return refused;
     }
     let back = format!("/sepa/{}", view::path_part(&id));
-    let note = form.note.trim();
-    if note.is_empty() || note.chars().count() > 2000 {
-        return view::conflict(
-            &back,
-            "A note is required",
-            "Say how you know the transfer was never made (at most 2,000 characters). Nothing was changed.",
-        );
-    }
+    let note = match form.note(&back, "Say how you know the transfer was never made") {
+        Ok(note) => note,
+        Err(page) => return *page,
+    };
     let result = async {
         let mut tx = c.pool.begin().await.map_err(ledger::Error::from)?;
         let t = ledger::sepa::release_by_hand(&mut tx, &id, &who.name, note).await?;
