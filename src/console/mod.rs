@@ -54,6 +54,18 @@ async fn harden(mut response: Response) -> Response {
     response
 }
 
+/// Every line logged while serving a request names its method and path (never its query, body
+/// or cookies), so "the database failed" says on which page.
+async fn in_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "console",
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    next.run(request).instrument(span).await
+}
+
 /// The console's routes.
 pub fn router(console: Console) -> Router {
     use pages::*;
@@ -94,4 +106,5 @@ pub fn router(console: Console) -> Router {
         })
         .with_state(console)
         .layer(axum::middleware::map_response(harden))
+        .layer(axum::middleware::from_fn(in_span))
 }
